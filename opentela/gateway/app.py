@@ -1,0 +1,269 @@
+"""Routes of the HTTP API; every node serves all of them.
+
+OpenAI:   POST /v1/chat/completions, /v1/completions, /v1/embeddings (routed by ``model``),
+          GET /v1/models (the pool's union).
+Upstream: ANY /v1/service/<svc>/<path>, ANY /v1/p2p/<peer>/<path>, GET /v1/dnt/table,
+          /v1/dnt/peers, /v1/dnt/bootstraps, /v1/dnt/stats, /v1/health.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ..routing.match import max_tier
+from ..routing.plan import Target, models, plan
+from ..table.store import Snapshot
+from .errors import error_body
+from .forward import Forwarder
+
+log = structlog.get_logger("opentela.gateway")
+
+
+@dataclass
+class NodeView:
+    """What the gateway may see of the node: read-only callables, no table writes."""
+
+    peer_id: str
+    version: str
+    snapshot: Callable[[], Snapshot]
+    addrs: Callable[[], list[str]]
+    connected: Callable[[], list[str]]
+    stats: Callable[[], dict[str, Any]]
+    now: Callable[[], float]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str, code: str | None, **headers: str):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.headers = (
+            status,
+            message,
+            type_,
+            code,
+            headers,
+        )
+
+
+def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str) -> web.Response:
+    return web.json_response(error_body(message, type_, code), status=status, headers=headers or None)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        log.info("request.rejected", path=request.path, status=exc.status, reason=exc.message)
+        return _error(exc.status, exc.message, exc.type, exc.code, **exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason or "error", "invalid_request_error", None)
+
+
+class Gateway:
+    def __init__(self, node: NodeView, forwarder: Forwarder, max_body_bytes: int) -> None:
+        self.node = node
+        self.fwd = forwarder
+        self.max_body = max_body_bytes
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[errors_middleware], client_max_size=self.max_body + 1)
+        r = app.router
+        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+            r.add_post(path, self.openai)
+        r.add_get("/v1/models", self.list_models)
+        r.add_route("*", "/v1/service/{service}/{tail:.*}", self.service)
+        r.add_route("*", "/v1/p2p/{peer}/{tail:.*}", self.p2p)
+        r.add_get("/v1/dnt/table", self.table)
+        r.add_get("/v1/dnt/peers", self.peers)
+        r.add_get("/v1/dnt/bootstraps", self.bootstraps)
+        r.add_get("/v1/dnt/stats", self.stats)
+        r.add_get("/v1/health", self.health)
+        return app
+
+    # -- request helpers -------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise ApiError(
+                413,
+                f"request body of {request.content_length} bytes exceeds the limit of {self.max_body}",
+                "invalid_request_error",
+                "request_too_large",
+            )
+        data = bytearray()
+        async for chunk in request.content.iter_any():
+            data += chunk
+            if len(data) > self.max_body:
+                raise ApiError(
+                    413,
+                    f"request body exceeds the limit of {self.max_body} bytes",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
+        return bytes(data)
+
+    @staticmethod
+    def _json(body: bytes, required: bool) -> dict[str, Any] | None:
+        if not body:
+            if required:
+                raise ApiError(400, "request body is empty; expected JSON", "invalid_request_error", "invalid_json")
+            return None
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            if required:
+                raise ApiError(400, f"malformed JSON body: {exc}", "invalid_request_error", "invalid_json") from exc
+            return None
+        if not isinstance(obj, dict):
+            if required:
+                raise ApiError(400, "JSON body must be an object", "invalid_request_error", "invalid_json")
+            return None
+        return obj
+
+    def _targets(
+        self, model: str | None, service: str | None, fallback: str | None
+    ) -> list[Target]:
+        snap = self.node.snapshot()
+        targets = plan(snap, model, service=service, allowed_tier=max_tier(fallback), rng=self.fwd.rng)
+        if targets:
+            return targets
+        known = any(
+            (service is None or s.name == service) and (model is None or model in s.models)
+            for e in snap.entries.values()
+            for s in e.record.services
+        )
+        if known:
+            raise ApiError(
+                503,
+                f"no live replica serves {model or service!r} right now",
+                "service_unavailable",
+                "no_live_replica",
+                **{"Retry-After": "5"},
+            )
+        available = sorted(models(snap))
+        what = f"model {model!r}" if model else f"service {service!r}"
+        raise ApiError(
+            404,
+            f"{what} is not served by the pool; available models: {', '.join(available) or 'none'}",
+            "invalid_request_error",
+            "model_not_found",
+        )
+
+    # -- OpenAI ------------------------------------------------------------------------------
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request)
+        obj = self._json(body, required=True)
+        assert obj is not None
+        model = obj.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "the 'model' field is required", "invalid_request_error", "missing_model")
+        targets = self._targets(model, None, request.headers.get("X-Otela-Fallback"))
+        return await self.fwd.forward(request, targets, request.path_qs, body)
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        pool = models(self.node.snapshot())
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "opentela", "replicas": len(p)}
+            for m, p in sorted(pool.items())
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    # -- upstream-compatible -----------------------------------------------------------------
+
+    async def service(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request)
+        obj = self._json(body, required=False)
+        model = obj.get("model") if obj else None
+        model = model if isinstance(model, str) and model else None
+        service = request.match_info["service"]
+        targets = self._targets(model, service, request.headers.get("X-Otela-Fallback"))
+        return await self.fwd.forward(request, targets, self._tail(request), body)
+
+    async def p2p(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request)
+        peer = request.match_info["peer"]
+        entry = self.node.snapshot().entries.get(peer)
+        if entry is None or not entry.routable:
+            raise ApiError(404, f"peer {peer} is not a live member of the pool", "invalid_request_error", "peer_not_found")
+        ready = [s for s in entry.record.services if s.status == "ready"]
+        if not ready:
+            raise ApiError(503, f"peer {peer} serves nothing right now", "service_unavailable", "no_live_replica", **{"Retry-After": "5"})
+        return await self.fwd.forward(request, [Target(peer, ready[0].name, 1)], self._tail(request), body)
+
+    @staticmethod
+    def _tail(request: web.Request) -> str:
+        tail = "/" + request.match_info["tail"]
+        return tail + (f"?{request.query_string}" if request.query_string else "")
+
+    # -- introspection -----------------------------------------------------------------------
+
+    async def table(self, request: web.Request) -> web.Response:
+        snap = self.node.snapshot()
+        now_wall, now_mono = time.time(), self.node.now()
+        out: dict[str, Any] = {}
+        for pid, e in snap.entries.items():
+            r = e.record
+            out[f"/{pid}"] = {
+                "id": pid,
+                "role": r.role,
+                "status": r.status,
+                "state": "alive" if e.alive else ("left" if r.status == "left" else "stale"),
+                "connected": e.alive,
+                "version": r.version,
+                "load": r.load,
+                "software": r.software,
+                "service": [
+                    {"name": s.name, "status": s.status, "host": "", "port": 0, "identity_group": list(s.identity_groups)}
+                    for s in r.services
+                ],
+                "hardware": {
+                    "gpus": [
+                        {"name": g.name, "total_memory": g.total_memory_mib, "used_memory": g.used_memory_mib}
+                        for g in r.gpus
+                    ]
+                },
+                "last_seen": int(now_wall - max(0.0, now_mono - e.last_seen_s)) if pid != snap.self_id else int(now_wall),
+                "public_address": r.addrs[0] if r.addrs else "",
+                "addrs": list(r.addrs),
+                "http_address": r.http_addr,
+            }
+        return web.json_response(out)
+
+    async def peers(self, request: web.Request) -> web.Response:
+        snap = self.node.snapshot()
+        connected = set(self.node.connected())
+        data = [
+            {"id": pid, "addrs": list(e.record.addrs), "alive": e.alive, "connected": pid in connected}
+            for pid, e in snap.entries.items()
+            if pid != snap.self_id
+        ]
+        return web.json_response({"peers": data})
+
+    async def bootstraps(self, request: web.Request) -> web.Response:
+        snap = self.node.snapshot()
+        addrs = list(self.node.addrs())
+        for pid, e in snap.entries.items():
+            if pid != snap.self_id and e.alive:
+                addrs.extend(a if "/p2p/" in a else f"{a}/p2p/{pid}" for a in e.record.addrs)
+        return web.json_response({"bootstraps": addrs})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.node.stats())
+
+    async def health(self, request: web.Request) -> web.Response:
+        snap = self.node.snapshot()
+        peers = sum(1 for pid, e in snap.entries.items() if pid != snap.self_id and e.alive)
+        return web.json_response(
+            {"status": "ok", "peer_id": self.node.peer_id, "addrs": self.node.addrs(), "peers": peers, "version": self.node.version}
+        )
+

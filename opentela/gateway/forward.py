@@ -1,0 +1,279 @@
+"""Entry side of forwarding: pick targets, carry the request over a pooled peer stream, relay
+the response (chunk by chunk for SSE), fail over before the first byte.
+
+Runs in an aiohttp handler (asyncio); every libp2p operation crosses to trio through
+``aio_bridge``, once per frame batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+import trio
+from aiohttp import web
+
+from ..aio_bridge import to_trio
+from ..httpheaders import DROP_TO_BACKEND, end_to_end
+from ..overlay import framing
+from ..overlay.host import PeerStream, StreamFailed
+from ..overlay.streams import StreamPool
+from ..routing.plan import Target
+from .errors import error_body, sse_error_event
+
+MAX_ATTEMPTS = 3
+
+log = structlog.get_logger("opentela.gateway")
+
+
+@dataclass
+class Attempt:
+    target: Target
+    error: str
+
+
+@dataclass
+class ForwardStats:
+    requests: int = 0
+    retries: int = 0
+    failed: int = 0
+    client_gone: int = 0
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        pool: StreamPool,
+        self_id: str,
+        read_timeout_s: float,
+        local_session: aiohttp.ClientSession | None,
+        local_backend_url: str,
+        local_ready: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.pool = pool
+        self.self_id = self_id
+        self.read_timeout_s = read_timeout_s
+        self.local_session = local_session
+        self.local_backend_url = local_backend_url
+        self.local_ready = local_ready
+        self.stats = ForwardStats()
+        self.rng = random.Random()
+
+    # -- trio side ---------------------------------------------------------------------------
+
+    async def _open(self, peer_id: str, head: dict, body: bytes) -> PeerStream:
+        stream = await self.pool.acquire(peer_id)
+        try:
+            await stream.send(
+                framing.encode(framing.REQ_HEAD, head),
+                *framing.encode_body(body),
+                framing.encode(framing.END),
+            )
+        except StreamFailed:
+            await self.pool.discard(stream)
+            raise
+        return stream
+
+    async def _receive(self, stream: PeerStream) -> list[framing.Frame]:
+        return await stream.receive(self.read_timeout_s)
+
+    async def _release(self, stream: PeerStream) -> None:
+        await self.pool.release(stream)
+
+    async def _discard(self, stream: PeerStream) -> None:
+        with trio.CancelScope(shield=True):
+            await self.pool.discard(stream)
+
+    # -- asyncio side --------------------------------------------------------------------------
+
+    async def forward(
+        self, request: web.Request, targets: list[Target], path: str, body: bytes
+    ) -> web.StreamResponse:
+        self.stats.requests += 1
+        headers = end_to_end(request.headers.items(), DROP_TO_BACKEND)
+        attempts: list[Attempt] = []
+        for target in targets[:MAX_ATTEMPTS]:
+            if attempts:
+                self.stats.retries += 1
+            counts = self.stats.in_flight
+            counts[target.peer_id] = counts.get(target.peer_id, 0) + 1
+            try:
+                if target.peer_id == self.self_id:
+                    resp = await self._forward_local(request, target, path, headers, body, attempts)
+                else:
+                    resp = await self._forward_remote(request, target, path, headers, body, attempts)
+            finally:
+                counts[target.peer_id] -= 1
+            if resp is not None:
+                return resp
+        self.stats.failed += 1
+        detail = "; ".join(f"{a.target.peer_id[-8:]}: {a.error}" for a in attempts)
+        log.warning("forward.exhausted", path=path, attempts=len(attempts), detail=detail)
+        return web.json_response(
+            error_body(
+                f"no replica could serve the request after {len(attempts)} attempt(s): {detail}",
+                "service_unavailable",
+                "no_live_replica",
+            ),
+            status=503,
+            headers={"Retry-After": "2"},
+        )
+
+    async def _forward_remote(
+        self,
+        request: web.Request,
+        target: Target,
+        path: str,
+        headers: list[list[str]],
+        body: bytes,
+        attempts: list[Attempt],
+    ) -> web.StreamResponse | None:
+        head = {"method": request.method, "path": path, "headers": headers, "service": target.service}
+        stream: PeerStream | None = None
+        try:
+            stream = await to_trio(self._open)(target.peer_id, head, body)
+            frames = await to_trio(self._receive)(stream)
+        except StreamFailed as exc:
+            if stream is not None:
+                await to_trio(self._discard)(stream)
+            attempts.append(Attempt(target, str(exc)))
+            log.info("forward.retry", peer=target.peer_id, error=str(exc))
+            return None
+        except BaseException:
+            if stream is not None:
+                await to_trio(self._discard)(stream)
+            raise
+        first = frames[0]
+        if first.kind == framing.ERROR:
+            err = first.payload if isinstance(first.payload, dict) else {}
+            await to_trio(self._release)(stream)
+            if err.get("retryable"):
+                attempts.append(Attempt(target, str(err.get("message"))))
+                return None
+            return web.json_response(
+                error_body(str(err.get("message")), str(err.get("type")), err.get("code")),
+                status=int(err.get("status", 502)),
+                headers={"X-Computing-Node": target.peer_id},
+            )
+        if first.kind != framing.RESP_HEAD:
+            await to_trio(self._discard)(stream)
+            attempts.append(Attempt(target, f"protocol error: frame {first.kind} before head"))
+            return None
+        meta = first.payload
+        status = int(meta.get("status", 502))
+        ends = any(f.kind in (framing.END, framing.ERROR) for f in frames)
+        if meta.get("retryable") and ends and len(attempts) + 1 < MAX_ATTEMPTS:
+            # A 502/503/504 from the backend before any byte reached the client: try another.
+            await to_trio(self._release)(stream)
+            attempts.append(Attempt(target, f"backend answered {status}"))
+            return None
+        out_headers = [(k, v) for k, v in meta.get("headers", [])]
+        out_headers.append(("X-Computing-Node", target.peer_id))
+        if frames[-1].kind == framing.END:
+            # The whole response arrived in one batch: a plain response with Content-Length.
+            data = b"".join(f.payload for f in frames if f.kind == framing.BODY)
+            await to_trio(self._release)(stream)
+            resp = web.Response(body=data, status=status)
+            for k, v in out_headers:
+                resp.headers.add(k, v)
+            return resp
+        return await self._relay(request, stream, status, out_headers, frames[1:], target)
+
+    async def _relay(
+        self,
+        request: web.Request,
+        stream: PeerStream,
+        status: int,
+        headers: list[tuple[str, str]],
+        frames: list[framing.Frame],
+        target: Target,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status)
+        for k, v in headers:
+            resp.headers.add(k, v)
+        is_sse = "text/event-stream" in resp.headers.get("Content-Type", "")
+        done = False
+        try:
+            await resp.prepare(request)
+            while True:
+                for f in frames:
+                    if f.kind == framing.BODY:
+                        await resp.write(f.payload)
+                    elif f.kind == framing.END:
+                        done = True
+                    elif f.kind == framing.ERROR:
+                        msg = str((f.payload or {}).get("message", "worker error"))
+                        raise StreamFailed(msg)
+                if done:
+                    break
+                frames = await to_trio(self._receive)(stream)
+        except StreamFailed as exc:
+            self.stats.failed += 1
+            log.warning("forward.broken_midstream", peer=target.peer_id, error=str(exc))
+            await to_trio(self._discard)(stream)
+            if is_sse:
+                await resp.write(sse_error_event(f"the serving node failed mid-stream: {exc}"))
+                await resp.write_eof()
+                return resp
+            # A non-SSE body cannot carry an error: abort the connection so the client sees a
+            # truncated transfer, not a short "complete" one.
+            if request.transport is not None:
+                request.transport.close()
+            return resp
+        except BaseException:
+            # Client went away (or we are shutting down): reset the stream; the worker's
+            # watcher sees it and cancels the backend request.
+            self.stats.client_gone += 1
+            await to_trio(self._discard)(stream)
+            raise
+        await to_trio(self._release)(stream)
+        await resp.write_eof()
+        return resp
+
+    async def _forward_local(
+        self,
+        request: web.Request,
+        target: Target,
+        path: str,
+        headers: list[list[str]],
+        body: bytes,
+        attempts: list[Attempt],
+    ) -> web.StreamResponse | None:
+        """The entry node serves the model itself: straight to the backend, no peer hop."""
+        if self.local_session is None or not self.local_ready():
+            attempts.append(Attempt(target, "local service not ready"))
+            return None
+        try:
+            upstream = await self.local_session.request(
+                request.method,
+                f"{self.local_backend_url}{path}",
+                headers=[(k, v) for k, v in headers],
+                data=body,
+            )
+        except aiohttp.ClientError as exc:
+            attempts.append(Attempt(target, f"backend unreachable: {exc}"))
+            return None
+        complete = False
+        try:
+            if upstream.status in (502, 503, 504) and len(attempts) + 1 < MAX_ATTEMPTS:
+                attempts.append(Attempt(target, f"backend answered {upstream.status}"))
+                return None
+            resp = web.StreamResponse(status=upstream.status)
+            for k, v in end_to_end(upstream.headers.items()):
+                resp.headers.add(k, v)
+            resp.headers["X-Computing-Node"] = target.peer_id
+            await resp.prepare(request)
+            while chunk := await upstream.content.readany():
+                await resp.write(chunk)
+            await resp.write_eof()
+            complete = True
+            return resp
+        finally:
+            if complete:
+                upstream.release()
+            else:
+                upstream.close()

@@ -1,0 +1,184 @@
+"""Composition root: one trio nursery, components started in order, SIGTERM/SIGINT → leave.
+
+Order: identity → asyncio loop (for aiohttp) → libp2p host → table sync → worker (if a backend
+is configured) → HTTP gateway → bootstrap. Stop: publish the leave tombstone (peers drop us at
+once), stop the gateway, stop the backend subprocess, close the host.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+import trio
+from aiohttp import web
+
+from . import __version__
+from .aio_bridge import open_asyncio_loop, to_aio
+from .config import Config
+from .gateway.app import Gateway, NodeView
+from .gateway.forward import Forwarder
+from .overlay import identity
+from .overlay.host import Host, StreamFailed, open_host
+from .overlay.streams import StreamPool
+from .platform.gpu import detect_gpus
+from .table.record import READY, Gpu, NodeRecord, Service
+from .table.sync import TableSync
+from .worker.agent import WorkerAgent
+from .worker.backend import Backend
+from .worker.serve import PROTOCOL as FORWARD_PROTOCOL
+from .worker.serve import ForwardServer
+from .worker.subprocess import run_backend
+
+BOOTSTRAP_BACKOFF_S = (0.25, 10.0)  # first retry, cap
+REBOOTSTRAP_CHECK_S = 5.0  # how often a node with no live peers retries its bootstraps
+
+log = structlog.get_logger("opentela.node")
+
+
+async def fetch_bootstrap_url(url: str) -> list[str]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, s.get(url) as r:
+        data = json.loads(await r.read())
+    addrs = data.get("bootstraps") if isinstance(data, dict) else None
+    if not isinstance(addrs, list):
+        raise ValueError(f"{url} did not return {{'bootstraps': [...]}}")
+    return [str(a) for a in addrs]
+
+
+async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
+    """Join through any of the bootstraps; keep trying with backoff; rejoin if isolated."""
+    delay = BOOTSTRAP_BACKOFF_S[0]
+    while True:
+        if sync.peers():
+            delay = BOOTSTRAP_BACKOFF_S[0]
+            await trio.sleep(REBOOTSTRAP_CHECK_S)
+            continue
+        addrs = list(cfg.bootstrap)
+        if cfg.bootstrap_url:
+            try:
+                addrs += await to_aio(fetch_bootstrap_url)(cfg.bootstrap_url)
+            except Exception as exc:
+                log.warning("bootstrap.url_failed", url=cfg.bootstrap_url, error=str(exc))
+        addrs = [a for a in addrs if f"/p2p/{host.peer_id}" not in a]
+        if not addrs:
+            if not (cfg.bootstrap or cfg.bootstrap_url):
+                return  # a standalone first node: others will join us
+        for addr in addrs:
+            try:
+                pid = await host.connect(addr)
+                await sync.join(pid)
+                log.info("bootstrap.joined", via=addr, peers=len(sync.peers()))
+                break
+            except StreamFailed as exc:
+                log.warning("bootstrap.retry", addr=addr, error=str(exc), retry_in_s=round(delay, 2))
+        else:
+            await trio.sleep(delay)
+            delay = min(delay * 2, BOOTSTRAP_BACKOFF_S[1])
+
+
+async def run(cfg: Config) -> None:
+    key = identity.load_or_create(cfg.home_path)
+    peer_id = identity.peer_id(key)
+    gpus = tuple(Gpu(g.name, g.total_memory_mib, g.used_memory_mib) for g in detect_gpus(log))
+    role = cfg.effective_role
+    services = (Service(cfg.service_name or "llm", "down", ()),) if cfg.backend_url else ()
+    http_host = cfg.public_addr if cfg.public_addr and not cfg.public_addr.startswith("/") else cfg.http_host
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_asyncio_loop(), open_host(key, cfg.p2p_host, cfg.p2p_port, cfg.public_addr) as host:
+            initial = NodeRecord(
+                peer_id=peer_id,
+                version=int(time.time() * 1000),
+                timestamp=time.time(),
+                role=role,
+                status=READY,
+                addrs=tuple(host.addrs()),
+                http_addr=f"http://{http_host}:{cfg.http_port}",
+                services=services,
+                gpus=gpus,
+                software=f"opentela/{__version__}",
+            )
+            sync = TableSync(host, key, initial, rng=random.Random())
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sync.run)
+                backend: Backend | None = None
+                agent: WorkerAgent | None = None
+                if cfg.backend_url:
+                    backend = Backend(cfg.backend_url)
+                    await to_aio(backend.open)()
+                    server = ForwardServer(backend, cfg.service_name or "llm", peer_id)
+                    host.set_handler(FORWARD_PROTOCOL, server.handle)
+                    agent = WorkerAgent(sync, server, backend, cfg.service_name or "llm")
+                    if cfg.subprocess:
+                        await nursery.start(run_backend, cfg.subprocess, agent.on_backend_exit)
+                    await nursery.start(agent.run)
+                pool = StreamPool(host, FORWARD_PROTOCOL)
+                forwarder = Forwarder(
+                    pool,
+                    peer_id,
+                    cfg.read_timeout,
+                    backend.session if backend else None,
+                    cfg.backend_url,
+                    local_ready=(lambda: agent.server.available) if agent else (lambda: False),
+                )
+
+                def stats() -> dict[str, Any]:
+                    s = forwarder.stats
+                    out: dict[str, Any] = {
+                        "peer_id": peer_id,
+                        "role": role,
+                        "forward": {
+                            "requests": s.requests,
+                            "retries": s.retries,
+                            "failed": s.failed,
+                            "client_gone": s.client_gone,
+                            "streams_opened": pool.opened,
+                            "streams_idle": pool.idle_count(),
+                        },
+                        "table": dict(sync.stats),
+                    }
+                    if agent is not None:
+                        out["worker"] = {
+                            "in_flight": agent.server.in_flight,
+                            "served": agent.server.served,
+                            "cancelled": agent.server.cancelled,
+                            "backend_up": agent.health.up,
+                        }
+                    return out
+
+                view = NodeView(
+                    peer_id=peer_id,
+                    version=__version__,
+                    snapshot=lambda: sync.store.snapshot(trio.current_time()),
+                    addrs=host.addrs,
+                    connected=host.connected_peers,
+                    stats=stats,
+                    now=trio.current_time,
+                )
+                gateway = Gateway(view, forwarder, cfg.max_body_bytes)
+                runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True)
+                await to_aio(runner.setup)()
+                site = web.TCPSite(runner, cfg.http_host, cfg.http_port, reuse_address=True)
+                await to_aio(site.start)()
+                log.info(
+                    "node.ready",
+                    peer_id=peer_id,
+                    role=role,
+                    http=f"http://{cfg.http_host}:{cfg.http_port}",
+                    p2p=host.addrs(),
+                    backend=cfg.backend_url or None,
+                )
+                nursery.start_soon(_bootstrap, cfg, host, sync)
+                async for sig in signals:
+                    log.info("node.stopping", signal=signal.Signals(sig).name)
+                    break
+                await sync.leave()
+                await to_aio(runner.cleanup)()
+                if backend is not None:
+                    await to_aio(backend.close)()
+                nursery.cancel_scope.cancel()
+    log.info("node.stopped", peer_id=peer_id)

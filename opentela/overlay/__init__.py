@@ -1,0 +1,1 @@
+"""The libp2p overlay: identity, host, framing and the stream pool."""

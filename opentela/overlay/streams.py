@@ -1,0 +1,54 @@
+"""A pool of negotiated streams per peer, so the hot path never pays for a new stream.
+
+Opening a stream costs ~6 ms (multistream-select); a reused one ~1 ms round trip. Each pooled
+stream carries one request at a time; a stream that saw any failure or a cancel is reset and
+never returned to the pool, so a half-read response can never leak into the next request.
+"""
+
+from __future__ import annotations
+
+from .host import Host, PeerStream, StreamFailed
+
+
+class StreamPool:
+    def __init__(self, host: Host, protocol: str, max_idle_per_peer: int = 128) -> None:
+        self._host = host
+        self._protocol = protocol
+        self._max_idle = max_idle_per_peer
+        self._idle: dict[str, list[PeerStream]] = {}
+        self.opened = 0
+
+    async def acquire(self, peer_id: str) -> PeerStream:
+        idle = self._idle.get(peer_id)
+        while idle:
+            stream = idle.pop()
+            if not stream.broken:
+                return stream
+        try:
+            stream = await self._host.open_stream(peer_id, self._protocol)
+        except StreamFailed:
+            # The failure may be the negative dial cache left by an earlier, unrelated dial
+            # failure (e.g. the peer restarted): retry once with a deliberate redial.
+            stream = await self._host.open_stream(peer_id, self._protocol, redial=True)
+        self.opened += 1
+        return stream
+
+    async def release(self, stream: PeerStream) -> None:
+        idle = self._idle.setdefault(stream.remote_peer, [])
+        if stream.broken or len(idle) >= self._max_idle:
+            await stream.reset()
+            return
+        idle.append(stream)
+
+    async def discard(self, stream: PeerStream) -> None:
+        await stream.reset()
+
+    async def drop_peer(self, peer_id: str) -> None:
+        for stream in self._idle.pop(peer_id, []):
+            await stream.reset()
+
+    def idle_count(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+
+__all__ = ["StreamFailed", "StreamPool"]

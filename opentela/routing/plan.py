@@ -1,0 +1,60 @@
+"""Turn a request into an ordered list of attempts: best tier first, shuffled within a tier.
+
+Retries walk down this list, so a failed attempt never returns to a peer already tried and
+never leaves the tiers the client allowed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..table.store import Snapshot
+from .match import tier
+
+
+@dataclass(frozen=True)
+class Target:
+    peer_id: str
+    service: str
+    tier: int
+
+
+def plan(
+    snap: Snapshot,
+    model: str | None,
+    *,
+    service: str | None = None,
+    allowed_tier: int = 1,
+    rng: random.Random,
+    exclude: frozenset[str] = frozenset(),
+) -> list[Target]:
+    by_tier: dict[int, list[Target]] = {}
+    for entry in snap.routable():
+        pid = entry.record.peer_id
+        if pid in exclude:
+            continue
+        best: Target | None = None
+        for svc in entry.record.services:
+            if svc.status != "ready" or (service is not None and svc.name != service):
+                continue
+            t = tier(svc.identity_groups, model)
+            if t is not None and t <= allowed_tier and (best is None or t < best.tier):
+                best = Target(pid, svc.name, t)
+        if best is not None:
+            by_tier.setdefault(best.tier, []).append(best)
+    out: list[Target] = []
+    for t in sorted(by_tier):
+        group = sorted(by_tier[t], key=lambda x: x.peer_id)
+        rng.shuffle(group)
+        out.extend(group)
+    return out
+
+
+def models(snap: Snapshot) -> dict[str, list[str]]:
+    """model id → peers serving it (routable only): the pool's ``/v1/models``."""
+    out: dict[str, list[str]] = {}
+    for entry in snap.routable():
+        for m in entry.record.models:
+            out.setdefault(m, []).append(entry.record.peer_id)
+    return out

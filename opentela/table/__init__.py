@@ -1,0 +1,1 @@
+"""The replicated service table: one signed record per node, merged deterministically."""

@@ -1,0 +1,138 @@
+"""NodeRecord: what one node says about itself, in a canonical msgpack encoding.
+
+The encoding is canonical (fixed field order, no maps with unordered keys at the top level)
+so that the bytes a node signs are exactly the bytes every other node verifies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgpack
+
+RECORD_FORMAT = 1
+
+# Node status values. "left" is a tombstone: the node said goodbye and must not be routed to.
+READY = "ready"
+DRAINING = "draining"
+LEFT = "left"
+STATUSES = (READY, DRAINING, LEFT)
+
+
+class RecordError(ValueError):
+    """A record could not be decoded or is not well formed."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    total_memory_mib: int
+    used_memory_mib: int
+
+
+@dataclass(frozen=True)
+class Service:
+    """A backend a node serves. ``identity_groups`` drive routing (``model=<id>``, ``model=*``,
+    ``all``); an empty list means "never selected", as upstream."""
+
+    name: str
+    status: str = READY
+    identity_groups: tuple[str, ...] = ()
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(
+            g.removeprefix("model=")
+            for g in self.identity_groups
+            if g.startswith("model=") and g != "model=*"
+        )
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    peer_id: str
+    version: int
+    timestamp: float
+    role: str = "head"
+    status: str = READY
+    addrs: tuple[str, ...] = ()
+    http_addr: str = ""
+    services: tuple[Service, ...] = ()
+    gpus: tuple[Gpu, ...] = ()
+    load: int = 0
+    software: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            [
+                RECORD_FORMAT,
+                self.peer_id,
+                self.version,
+                self.timestamp,
+                self.role,
+                self.status,
+                list(self.addrs),
+                self.http_addr,
+                [[s.name, s.status, list(s.identity_groups)] for s in self.services],
+                [[g.name, g.total_memory_mib, g.used_memory_mib] for g in self.gpus],
+                self.load,
+                self.software,
+                sorted(self.extra.items()),
+            ],
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> NodeRecord:
+        try:
+            items = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            if not isinstance(items, list) or not items or items[0] != RECORD_FORMAT:
+                raise RecordError("unknown record format")
+            (
+                _fmt,
+                peer_id,
+                version,
+                timestamp,
+                role,
+                status,
+                addrs,
+                http_addr,
+                services,
+                gpus,
+                load,
+                software,
+                extra,
+            ) = items[:13]
+            rec = cls(
+                peer_id=str(peer_id),
+                version=int(version),
+                timestamp=float(timestamp),
+                role=str(role),
+                status=str(status),
+                addrs=tuple(str(a) for a in addrs),
+                http_addr=str(http_addr),
+                services=tuple(
+                    Service(str(n), str(st), tuple(str(g) for g in groups))
+                    for n, st, groups in services
+                ),
+                gpus=tuple(Gpu(str(n), int(t), int(u)) for n, t, u in gpus),
+                load=int(load),
+                software=str(software),
+                extra={str(k): str(v) for k, v in extra},
+            )
+        except RecordError:
+            raise
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            raise RecordError(f"malformed record: {exc}") from exc
+        if rec.status not in STATUSES:
+            raise RecordError(f"unknown status {rec.status!r}")
+        return rec
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for s in self.services:
+            if s.status == READY:
+                out.extend(m for m in s.models if m not in out)
+        return tuple(out)

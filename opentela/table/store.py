@@ -1,0 +1,104 @@
+"""The local copy of the table plus when each author was last heard from.
+
+Liveness is written in one place (``heard``/``expire``) and read by routing through
+``snapshot()``. Times are the *receiver's* clock, so skewed clocks between sites never make a
+live node look stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .merge import merge
+from .record import LEFT, READY, NodeRecord
+from .signing import SignedRecord
+
+
+@dataclass(frozen=True)
+class Entry:
+    signed: SignedRecord
+    last_seen_s: float
+    alive: bool
+
+    @property
+    def record(self) -> NodeRecord:
+        return self.signed.record
+
+    @property
+    def routable(self) -> bool:
+        return self.alive and self.record.status == READY
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view for routing and the HTTP API."""
+
+    self_id: str
+    entries: dict[str, Entry]
+
+    def routable(self) -> list[Entry]:
+        return [e for e in self.entries.values() if e.routable]
+
+
+class TableStore:
+    """Mutable owner of the table; everything else reads ``Snapshot`` objects."""
+
+    def __init__(self, self_id: str, ttl_s: float, tombstone_s: float | None = None) -> None:
+        self.self_id = self_id
+        self.ttl_s = ttl_s
+        self.tombstone_s = tombstone_s if tombstone_s is not None else 10 * ttl_s
+        self._records: dict[str, SignedRecord] = {}
+        self._seen: dict[str, float] = {}
+        self._snapshot: Snapshot | None = None
+        self._snapshot_at = 0
+
+    def apply(self, records: Iterable[SignedRecord], now_s: float) -> list[SignedRecord]:
+        """Merge verified records; return those that were new to us."""
+        self._records, changed = merge(self._records, records)
+        for rec in changed:
+            self._seen[rec.record.peer_id] = now_s
+        if changed:
+            self._snapshot = None
+        return changed
+
+    def get(self, peer_id: str) -> SignedRecord | None:
+        return self._records.get(peer_id)
+
+    def records(self) -> dict[str, SignedRecord]:
+        return dict(self._records)
+
+    def alive(self, peer_id: str, now_s: float) -> bool:
+        rec = self._records.get(peer_id)
+        if rec is None or rec.record.status == LEFT:
+            return False
+        if peer_id == self.self_id:
+            return True
+        return now_s - self._seen.get(peer_id, -1e18) <= self.ttl_s
+
+    def expire(self, now_s: float) -> list[str]:
+        """Forget tombstones and long-dead authors; return the dropped ids."""
+        dropped = [
+            pid
+            for pid, seen in self._seen.items()
+            if pid != self.self_id and now_s - seen > self.tombstone_s
+        ]
+        for pid in dropped:
+            self._records.pop(pid, None)
+            self._seen.pop(pid, None)
+        if dropped:
+            self._snapshot = None
+        return dropped
+
+    def snapshot(self, now_s: float) -> Snapshot:
+        # Cached between changes; liveness is recomputed at most once per second.
+        snap = self._snapshot
+        if snap is not None and self._snapshot_at == int(now_s):
+            return snap
+        entries = {
+            pid: Entry(s, self._seen.get(pid, now_s), self.alive(pid, now_s))
+            for pid, s in self._records.items()
+        }
+        snap = Snapshot(self.self_id, entries)
+        self._snapshot, self._snapshot_at = snap, int(now_s)
+        return snap

@@ -1,0 +1,285 @@
+"""Replicating the table over libp2p: author push, mutual introduction, anti-entropy.
+
+- When a node's own record changes it pushes it to every peer it knows (one hop, so a change
+  reaches every node of a 10-node pool in a few milliseconds).
+- When it hears of a peer for the first time it pushes its own record to that peer, so a
+  worker that bootstrapped from the head introduces itself to every other worker.
+- Every ``AE_INTERVAL_S`` it exchanges a 16-byte digest hash with one random peer and, on a
+  mismatch, the per-author versions, then pulls and pushes the difference. A lost push is
+  repaired within a few intervals; nothing depends on a message arriving.
+- A record is refreshed every ``REFRESH_S``; an author not heard from for ``TTL_S`` is not
+  routed to. A node that leaves publishes a ``left`` tombstone that peers honour at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import replace
+from typing import Any
+
+import structlog
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..overlay import framing
+from ..overlay.host import Host, PeerStream, StreamFailed
+from . import digest as dg
+from .record import LEFT, NodeRecord
+from .signing import InvalidRecord, SignedRecord, sign, verify
+from .store import TableStore
+
+PROTOCOL = "/opentela/table/1"
+REFRESH_S = 10.0  # how often a node re-signs its record (its heartbeat)
+TTL_S = 3 * REFRESH_S  # not heard from for this long → not routed to
+AE_INTERVAL_S = 2.0  # anti-entropy period (one random peer per period)
+EXCHANGE_TIMEOUT_S = 3.0  # bound on any one control-plane exchange
+MAX_RECORDS_PER_MESSAGE = 512
+
+log = structlog.get_logger("opentela.table")
+
+
+class TableSync:
+    def __init__(
+        self,
+        host: Host,
+        key: Ed25519PrivateKey,
+        initial: NodeRecord,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = host
+        self._key = key
+        self._rng = rng or random.Random()
+        self.store = TableStore(host.peer_id, TTL_S)
+        self._own = initial
+        self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+        self.stats = {"rejected": 0, "pushes_sent": 0, "syncs": 0, "bytes_sent": 0, "bytes_recv": 0}
+        self._publish_local(initial)
+
+    # -- own record ---------------------------------------------------------------------------
+
+    @property
+    def own(self) -> NodeRecord:
+        return self._own
+
+    def _next_version(self, floor: int = 0) -> int:
+        # Milliseconds since the epoch, kept strictly increasing: a restarted node's record
+        # outranks its previous life's (even its tombstone) without persisting a counter.
+        return max(self._own.version + 1, floor + 1, int(time.time() * 1000))
+
+    def _publish_local(self, rec: NodeRecord) -> SignedRecord:
+        signed = sign(rec, self._key)
+        self._own = rec
+        self.store.apply([signed], trio.current_time() if self._in_trio() else 0.0)
+        self._notify()
+        return signed
+
+    @staticmethod
+    def _in_trio() -> bool:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            return False
+        return True
+
+    def update(self, **changes: Any) -> None:
+        """Change our own record and push it to everyone we know."""
+        rec = replace(self._own, **changes, version=self._next_version(), timestamp=time.time())
+        signed = self._publish_local(rec)
+        self._broadcast(signed)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    # -- peers ---------------------------------------------------------------------------------
+
+    def peers(self) -> list[str]:
+        now = trio.current_time()
+        return [
+            pid
+            for pid in self.store.records()
+            if pid != self.host.peer_id and self.store.alive(pid, now)
+        ]
+
+    def _broadcast(self, signed: SignedRecord, exclude: frozenset[str] = frozenset()) -> None:
+        if self._nursery is None:
+            return
+        for pid in self.peers():
+            if pid not in exclude:
+                self._nursery.start_soon(self._push_to, pid, [signed])
+
+    # -- wire ----------------------------------------------------------------------------------
+
+    async def _exchange(self, stream: PeerStream, msg: dict[str, Any]) -> dict[str, Any]:
+        data = framing.encode(framing.BODY, msg)
+        self.stats["bytes_sent"] += len(data)
+        await stream.send(data)
+        frames = await stream.receive(EXCHANGE_TIMEOUT_S)
+        frame = frames[0]
+        if frame.kind != framing.BODY or not isinstance(frame.payload, dict):
+            raise StreamFailed("unexpected table frame")
+        return frame.payload
+
+    async def _push_to(self, peer_id: str, records: list[SignedRecord]) -> None:
+        try:
+            stream = await self.host.open_stream(peer_id, PROTOCOL)
+        except StreamFailed as exc:
+            log.debug("table.push_failed", peer=peer_id, error=str(exc))
+            return
+        try:
+            with trio.move_on_after(EXCHANGE_TIMEOUT_S):
+                await self._exchange(stream, {"op": "push", "records": [r.pack() for r in records]})
+                self.stats["pushes_sent"] += 1
+        except StreamFailed as exc:
+            log.debug("table.push_failed", peer=peer_id, error=str(exc))
+        finally:
+            await stream.close()
+
+    def _accept(self, packed: list[Any], source: str) -> list[SignedRecord]:
+        good: list[SignedRecord] = []
+        for item in packed[:MAX_RECORDS_PER_MESSAGE]:
+            try:
+                good.append(verify(item))
+            except InvalidRecord as exc:
+                self.stats["rejected"] += 1
+                log.warning("table.record_rejected", source=source, reason=str(exc))
+        fresh = self.store.apply(good, trio.current_time())
+        for rec in fresh:
+            r = rec.record
+            if r.peer_id == self.host.peer_id:
+                # A newer record "from us" can only be our previous life's: outrank it.
+                self.update(status=self._own.status)
+                continue
+            self.host.add_peer_addrs(r.peer_id, list(r.addrs))
+            log.info(
+                "table.record",
+                peer=r.peer_id,
+                status=r.status,
+                version=r.version,
+                models=list(r.models),
+                via=source,
+            )
+        new_peers = [r for r in fresh if r.record.peer_id != self.host.peer_id]
+        if fresh:
+            self._notify()
+        # Introduce ourselves to anyone we just learned about.
+        own = self.store.get(self.host.peer_id)
+        if own is not None and self._nursery is not None:
+            for rec in new_peers:
+                if rec.record.status != LEFT and rec.record.peer_id != source:
+                    self._nursery.start_soon(self._push_to, rec.record.peer_id, [own])
+        return fresh
+
+    async def handle(self, stream: PeerStream) -> None:
+        """Serve one inbound control-plane conversation (push or sync)."""
+        try:
+            while True:
+                try:
+                    frames = await stream.receive(EXCHANGE_TIMEOUT_S)
+                except StreamFailed:
+                    return
+                for frame in frames:
+                    reply = self._serve(frame, stream.remote_peer)
+                    data = framing.encode(framing.BODY, reply)
+                    self.stats["bytes_sent"] += len(data)
+                    await stream.send(data)
+        except StreamFailed:
+            return
+
+    def _serve(self, frame: framing.Frame, source: str) -> dict[str, Any]:
+        msg = frame.payload if isinstance(frame.payload, dict) else {}
+        op = msg.get("op")
+        records = self.store.records()
+        if op == "push":
+            self._accept(list(msg.get("records") or []), source)
+            return {"ok": True}
+        if op == "hash":
+            d = dg.digest(records)
+            if msg.get("hash") == dg.digest_hash(d):
+                return {"same": True}
+            return {"digest": d}
+        if op == "pull":
+            want = [p for p in msg.get("want") or [] if p in records]
+            return {"records": [records[p].pack() for p in want[:MAX_RECORDS_PER_MESSAGE]]}
+        return {"error": f"unknown op {op!r}"}
+
+    async def sync_with(self, peer_id: str) -> int:
+        """One anti-entropy round with ``peer_id``; returns how many records we learned."""
+        stream = await self.host.open_stream(peer_id, PROTOCOL)
+        learned = 0
+        try:
+            with trio.fail_after(EXCHANGE_TIMEOUT_S):
+                local = dg.digest(self.store.records())
+                reply = await self._exchange(stream, {"op": "hash", "hash": dg.digest_hash(local)})
+                self.stats["syncs"] += 1
+                if reply.get("same"):
+                    return 0
+                remote = {str(k): int(v) for k, v in (reply.get("digest") or {}).items()}
+                want, send = dg.difference(local, remote)
+                if want:
+                    got = await self._exchange(stream, {"op": "pull", "want": want})
+                    learned = len(self._accept(list(got.get("records") or []), peer_id))
+                if send:
+                    records = self.store.records()
+                    await self._exchange(
+                        stream, {"op": "push", "records": [records[p].pack() for p in send]}
+                    )
+        except trio.TooSlowError as exc:
+            raise StreamFailed(f"sync with {peer_id[-8:]} timed out") from exc
+        finally:
+            await stream.close()
+        return learned
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.host.set_handler(PROTOCOL, self.handle)
+            nursery.start_soon(self._refresh_loop)
+            nursery.start_soon(self._anti_entropy_loop)
+            task_status.started()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await trio.sleep(REFRESH_S * self._rng.uniform(0.9, 1.0))
+            if self._own.status != LEFT:
+                self.update()
+            dropped = self.store.expire(trio.current_time())
+            for pid in dropped:
+                log.info("table.forgot", peer=pid)
+
+    async def _anti_entropy_loop(self) -> None:
+        while True:
+            await trio.sleep(AE_INTERVAL_S * self._rng.uniform(0.5, 1.5))
+            peers = self.peers()
+            if not peers:
+                continue
+            peer = self._rng.choice(peers)
+            try:
+                await self.sync_with(peer)
+            except StreamFailed as exc:
+                log.debug("table.sync_failed", peer=peer, error=str(exc))
+
+    async def join(self, peer_id: str) -> None:
+        """First contact with a bootstrap peer: push ourselves, then pull everything."""
+        own = self.store.get(self.host.peer_id)
+        assert own is not None
+        await self._push_to(peer_id, [own])
+        await self.sync_with(peer_id)
+
+    async def leave(self, timeout_s: float = 2.0) -> None:
+        """Publish a tombstone and wait (bounded) until peers have it."""
+        peers = self.peers()
+        rec = replace(self._own, status=LEFT, version=self._next_version(), timestamp=time.time())
+        signed = self._publish_local(rec)
+        with trio.move_on_after(timeout_s):
+            async with trio.open_nursery() as n:
+                for pid in peers:
+                    n.start_soon(self._push_to, pid, [signed])

@@ -1,0 +1,408 @@
+"""A fast, deterministic OpenAI-compatible server for tests and benchmarks.
+
+It stands in for vLLM/llama.cpp so gateway and worker tests can run without GPUs,
+and so benchmarks measure opentela rather than a model. It is plain asyncio
+(aiohttp), independent of the trio world the product runs in, on purpose: it
+must behave like a foreign process.
+
+CLI::
+
+    python -m opentela.testing.fake_upstream --host 127.0.0.1 --port 0 \
+        --model NAME [--model NAME2] [--tokens 16] [--token-delay-ms 0] [--latency-ms 0]
+
+It prints ``READY http://HOST:PORT`` once listening so a parent process can wait
+for that line instead of polling the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_EMBED_DIMS = 8
+
+
+@dataclass
+class _Config:
+    models: frozenset[str]
+    model_list: list[str]
+    tokens: int
+    token_delay_s: float
+    latency_s: float
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    in_flight: int = 0
+    cancelled: int = 0
+    completed: int = 0
+    last_headers: dict[str, str] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+
+_CONFIG = web.AppKey("fake_upstream_config", _Config)
+_STATS = web.AppKey("fake_upstream_stats", _Stats)
+
+
+def _error(status: int, message: str, code: str | None = None) -> web.Response:
+    """Errors use OpenAI's envelope so SDK clients raise their typed exceptions."""
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return web.Response(status=status, text=_DUMPS(body), content_type="application/json")
+
+
+def _json(obj: Any, model: str | None = None) -> web.Response:
+    headers = {"X-Upstream-Model": model} if model else None
+    return web.Response(text=_DUMPS(obj), content_type="application/json", headers=headers)
+
+
+def _count_words(value: Any) -> int:
+    """Rough token count; good enough for usage fields that tests compare loosely."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(_count_words(v) for v in value)
+    if isinstance(value, dict):
+        # Chat messages and multi-part content: only text carries "tokens".
+        return _count_words(value.get("content")) + _count_words(value.get("text"))
+    return 0
+
+
+def _track(request: web.Request) -> _Stats:
+    """Only API calls are tracked, so polling /stats never hides the headers under test.
+
+    Header names are lower-cased: clients differ in casing, and tests should not care.
+    """
+    stats = request.app[_STATS]
+    stats.requests += 1
+    stats.last_headers = {k.lower(): v for k, v in request.headers.items()}
+    return stats
+
+
+async def _read_body(
+    request: web.Request,
+) -> tuple[dict[str, Any], str] | web.Response:
+    """Return (body, model) or the error response the caller should send."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "Request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return _error(400, "Request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _error(400, "Missing required parameter: 'model'.")
+    if model not in request.app[_CONFIG].models:
+        return _error(404, f"The model '{model}' does not exist.", "model_not_found")
+    return body, model
+
+
+def _token_count(body: dict[str, Any], default: int) -> int | None:
+    """None means the request asked for something nonsensical."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None
+        return value
+    return default
+
+
+async def _models(request: web.Request) -> web.Response:
+    _track(request)
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+        for m in request.app[_CONFIG].model_list
+    ]
+    return _json({"object": "list", "data": data})
+
+
+async def _health(_request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def _stats(request: web.Request) -> web.Response:
+    s = request.app[_STATS]
+    return _json(
+        {
+            "requests": s.requests,
+            "in_flight": s.in_flight,
+            "cancelled": s.cancelled,
+            "completed": s.completed,
+            "last_headers": s.last_headers,
+        }
+    )
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=True)
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=False)
+
+
+async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
+    stats = _track(request)
+    cfg = request.app[_CONFIG]
+    parsed = await _read_body(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    body, model = parsed
+    n = _token_count(body, cfg.tokens)
+    if n is None:
+        return _error(400, "'max_tokens' must be a non-negative integer.")
+    prompt_tokens = _count_words(body.get("messages") if chat else body.get("prompt"))
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": n,
+        "total_tokens": prompt_tokens + n,
+    }
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-fake{next(stats.ids):08x}"
+    created = int(time.time())
+
+    stats.in_flight += 1
+    try:
+        if cfg.latency_s > 0:
+            await asyncio.sleep(cfg.latency_s)
+        if body.get("stream") is True:
+            return await _stream(request, stats, cfg, body, model, rid, created, n, usage, chat)
+        text = " ".join(f"tok{i}" for i in range(n))
+        if chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": "length",
+            }
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+        obj = {
+            "id": rid,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+        resp = _json(obj, model)
+        stats.completed += 1
+        return resp
+    finally:
+        stats.in_flight -= 1
+
+
+async def _stream(
+    request: web.Request,
+    stats: _Stats,
+    cfg: _Config,
+    body: dict[str, Any],
+    model: str,
+    rid: str,
+    created: int,
+    n: int,
+    usage: dict[str, int],
+    chat: bool,
+) -> web.StreamResponse:
+    """Write one SSE event per token; a client hanging up mid-way counts as cancelled."""
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Upstream-Model": model,
+        }
+    )
+    obj_name = "chat.completion.chunk" if chat else "text_completion"
+    opts = body.get("stream_options")
+    include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+
+    def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
+        obj: dict[str, Any] = {
+            "id": rid,
+            "object": obj_name,
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
+        if extra:
+            obj.update(extra)
+        return b"data: " + _DUMPS(obj).encode() + b"\n\n"
+
+    try:
+        await resp.prepare(request)
+        # n == 0 still yields one (empty) chunk so clients always see a finish_reason.
+        for i in range(max(n, 1)):
+            if i and cfg.token_delay_s > 0:
+                await asyncio.sleep(cfg.token_delay_s)
+            piece = "" if n == 0 else (f"tok{i}" if i == 0 else f" tok{i}")
+            finish = "length" if i >= n - 1 else None
+            if chat:
+                delta: dict[str, Any] = {"content": piece}
+                if i == 0:
+                    delta = {"role": "assistant", "content": piece}
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            else:
+                choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}
+            await resp.write(chunk([choice]))
+        if include_usage:
+            await resp.write(chunk([], {"usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+    except asyncio.CancelledError:
+        stats.cancelled += 1
+        raise
+    except ConnectionResetError:
+        # Nothing more can be sent; returning lets aiohttp tidy up quietly.
+        stats.cancelled += 1
+        return resp
+    stats.completed += 1
+    return resp
+
+
+def _embedding(text: str, dims: int) -> list[float]:
+    """Deterministic in the input so tests can compare vectors across calls."""
+    out: list[float] = []
+    counter = 0
+    while len(out) < dims:
+        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        for (v,) in struct.iter_unpack("<H", digest):
+            out.append(round(v / 32767.5 - 1.0, 6))
+        counter += 1
+    return out[:dims]
+
+
+async def _embeddings(request: web.Request) -> web.Response:
+    stats = _track(request)
+    parsed = await _read_body(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    body, model = parsed
+    raw = body.get("input")
+    if isinstance(raw, str):
+        inputs: list[Any] = [raw]
+    elif isinstance(raw, list) and raw:
+        # A flat list of ints is one tokenised input; otherwise one input per item.
+        inputs = [raw] if all(isinstance(x, int) for x in raw) else raw
+    else:
+        return _error(400, "'input' must be a string or a non-empty list.")
+    dims = body.get("dimensions")
+    if dims is None:
+        dims = _EMBED_DIMS
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 4096:
+        return _error(400, "'dimensions' must be an integer between 1 and 4096.")
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for i, item in enumerate(inputs):
+        vec = _embedding(item if isinstance(item, str) else _DUMPS(item), dims)
+        emb: list[float] | str = vec
+        if as_base64:
+            # The openai SDK asks for base64 by default and decodes float32 little-endian.
+            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    tokens = sum(len(x) if isinstance(x, list) else _count_words(x) for x in inputs)
+    stats.completed += 1
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+        model,
+    )
+
+
+def build_app(
+    models: list[str],
+    tokens: int = 16,
+    token_delay_s: float = 0.0,
+    latency_s: float = 0.0,
+) -> web.Application:
+    """Build the app without binding, so tests can host it in-process on any loop."""
+    app = web.Application()
+    app[_CONFIG] = _Config(
+        models=frozenset(models),
+        model_list=list(dict.fromkeys(models)),
+        tokens=tokens,
+        token_delay_s=token_delay_s,
+        latency_s=latency_s,
+    )
+    app[_STATS] = _Stats()
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/stats", _stats)
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_post("/v1/completions", _completions)
+    app.router.add_post("/v1/embeddings", _embeddings)
+    return app
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    app = build_app(
+        args.model,
+        tokens=args.tokens,
+        token_delay_s=args.token_delay_ms / 1000.0,
+        latency_s=args.latency_ms / 1000.0,
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        # The real port matters when --port 0 let the OS choose.
+        port = runner.addresses[0][1]
+        sys.stdout.write(f"READY http://{args.host}:{port}\n")
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m opentela.testing.fake_upstream",
+        description="Fake OpenAI-compatible upstream for tests and benchmarks.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--model", action="append", required=True, help="repeatable")
+    p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--token-delay-ms", type=float, default=0.0)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point; exits cleanly on SIGINT/SIGTERM."""
+    args = _parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Run the backend command (``--subprocess``) under the node's supervision.
+
+The command runs through the shell in its own session, so stopping it signals the whole
+process group (``vllm serve`` forks workers): SIGTERM, then SIGKILL after a grace period.
+Its output is passed through line by line with a ``[backend]`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import structlog
+import trio
+
+STOP_GRACE_S = 10.0
+
+log = structlog.get_logger("opentela.subprocess")
+
+
+def _signal_group(proc: trio.Process, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _pump(stream: trio.abc.ReceiveStream, prefix: bytes) -> None:
+    buf = b""
+    out = sys.stderr.buffer
+    async for chunk in stream:
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        if lines:
+            out.write(b"".join(prefix + line + b"\n" for line in lines))
+            out.flush()
+    if buf:
+        out.write(prefix + buf + b"\n")
+        out.flush()
+
+
+async def run_backend(
+    command: str,
+    on_exit: Callable[[int], None],
+    *,
+    task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Start ``command``; report its exit through ``on_exit``; stop it when cancelled."""
+    proc = await trio.lowlevel.open_process(
+        command,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.info("backend.started", pid=proc.pid, command=command)
+    task_status.started(proc)
+    try:
+        async with trio.open_nursery() as nursery:
+            assert proc.stdout is not None
+            nursery.start_soon(_pump, proc.stdout, b"[backend] ")
+            code = await proc.wait()
+            log.warning("backend.exited", pid=proc.pid, code=code)
+            on_exit(code)
+            _signal_group(proc, signal.SIGTERM)  # orphans of the shell still hold the pipe
+    finally:
+        if proc.returncode is None:
+            with trio.CancelScope(shield=True):
+                await stop(proc)
+
+
+async def stop(proc: trio.Process, grace_s: float = STOP_GRACE_S) -> None:
+    _signal_group(proc, signal.SIGTERM)
+    with trio.move_on_after(grace_s):
+        await proc.wait()
+    if proc.returncode is None:
+        log.warning("backend.kill", pid=proc.pid)
+        _signal_group(proc, signal.SIGKILL)
+        await proc.wait()
+    log.info("backend.stopped", pid=proc.pid, code=proc.returncode)
