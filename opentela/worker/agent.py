@@ -28,15 +28,19 @@ class WorkerAgent:
         self.service_name = service_name
         self.health = Health()
         self.backend_exited = False
+        self._last_models: tuple[str, ...] = ()
 
     def service(self) -> Service:
-        if self.health.up:
-            groups = tuple(f"model={m}" for m in self.health.models)
-            return Service(self.service_name, READY, groups)
-        return Service(self.service_name, "down", ())
+        # A down service keeps naming its last models, so entry nodes can answer "503, retry"
+        # (it exists, no replica is up) rather than "404, no such model". Routing only ever
+        # picks services whose status is ready.
+        groups = tuple(f"model={m}" for m in (self.health.models or self._last_models))
+        return Service(self.service_name, READY if self.health.up else "down", groups)
 
     def _publish(self) -> None:
         self.server.available = self.health.up
+        if self.health.models:
+            self._last_models = self.health.models
         self.sync.update(services=(self.service(),), load=self.server.in_flight)
         if self.health.up:
             log.info("service.advertised", service=self.service_name, models=list(self.health.models))

@@ -1,0 +1,205 @@
+"""Shared test helpers: real processes on loopback, cleaned up even when a test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PY = sys.executable
+NODE = [PY, "-m", "opentela.cli"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(pred: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "") -> Any:
+    """Poll with a deadline: the only way tests wait for something to happen."""
+    deadline = time.monotonic() + timeout_s
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the predicate may fail until ready
+            last_exc = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or pred}: {last_exc!r}")
+
+
+def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 10) -> tuple[int, dict, Any]:
+    data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, dict(r.headers), json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        return e.code, dict(e.headers), parsed
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+@dataclass
+class Node:
+    proc: Proc
+    home: Path
+    host: str
+    http_port: int
+    p2p_port: int
+    peer_id: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def maddr(self) -> str:
+        return f"/ip4/{self.host}/tcp/{self.p2p_port}/p2p/{self.peer_id}"
+
+    def models(self) -> list[str]:
+        _, _, body = http_json(f"{self.url}/v1/models")
+        return sorted(m["id"] for m in body["data"])
+
+
+@dataclass
+class Cluster:
+    """Starts real processes; ``close()`` ends exactly those, by PID."""
+
+    tmp: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.tmp / f"{name}.log"
+        f = log.open("wb")
+        popen = subprocess.Popen(
+            argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def upstream(self, name: str, model: str, host: str = "127.0.0.1", port: int = 0, *extra: str) -> tuple[Proc, int]:
+        port = port or free_port(host)
+        proc = self.spawn(
+            name,
+            [PY, "-m", "opentela.testing.fake_upstream", "--host", host, "--port", str(port), "--model", model, *extra],
+        )
+        wait_for(lambda: http_json(f"http://{host}:{port}/health")[0] == 200, 15, what=f"{name} up")
+        return proc, port
+
+    def node(self, name: str, host: str, *args: str, wait: bool = True) -> Node:
+        home = self.tmp / name
+        home.mkdir(exist_ok=True)
+        if not (home / "identity.key").exists():
+            subprocess.run([*NODE, "init", "--home", str(home)], check=True, capture_output=True)
+        pid = subprocess.run(
+            [*NODE, "peer-id", "--home", str(home)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        http_port, p2p_port = free_port(host), free_port(host)
+        proc = self.spawn(
+            name,
+            [
+                *NODE, "start", "--home", str(home), "--http-host", host, "--http-port", str(http_port),
+                "--p2p-host", host, "--p2p-port", str(p2p_port), "--log-format", "json", *args,
+            ],
+        )
+        node = Node(proc, home, host, http_port, p2p_port, pid)
+        if wait:
+            try:
+                wait_for(lambda: http_json(f"{node.url}/v1/health")[0] == 200, 30, what=f"{name} healthy")
+            except AssertionError:
+                raise AssertionError(f"{name} did not start:\n{proc.tail()}") from None
+        return node
+
+    def restart(self, node: Node, *args: str) -> Node:
+        """Same identity, same ports: a node coming back after a crash."""
+        proc = self.spawn(
+            node.proc.name + "-again",
+            [
+                *NODE, "start", "--home", str(node.home), "--http-host", node.host,
+                "--http-port", str(node.http_port), "--p2p-host", node.host,
+                "--p2p-port", str(node.p2p_port), "--log-format", "json", *args,
+            ],
+        )
+        new = Node(proc, node.home, node.host, node.http_port, node.p2p_port, node.peer_id)
+        wait_for(lambda: http_json(f"{new.url}/v1/health")[0] == 200, 30, what="restart healthy")
+        return new
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+    def dump(self) -> str:
+        return "\n".join(f"--- {p.name} (rc={p.popen.poll()}) ---\n{p.tail()}" for p in self.procs)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            print(c.dump())
+        c.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)

@@ -1,0 +1,99 @@
+"""Nodes and backends coming and going: graceful leave, backend down and back, --subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from conftest import Cluster, free_port, http_json, wait_for
+
+
+def test_graceful_stop_leaves_at_once(cluster: Cluster) -> None:
+    _, up = cluster.upstream("up", "m-leave")
+    head = cluster.node("head", "127.0.0.2")
+    w = cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.name", "llm", "--service.port", str(up))
+    wait_for(lambda: head.models() == ["m-leave"], 15, what="model advertised")
+    w.proc.signal(signal.SIGTERM)
+    # Removed by the leave announcement, far sooner than the table TTL (30 s).
+    wait_for(lambda: head.models() == [], 3, what="model gone after leave")
+    assert w.proc.popen.wait(10) == 0
+    status, headers, body = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-leave"})
+    assert status == 503 or status == 404
+    # Restarted with the same identity, it is routable again (its new record outranks the tombstone).
+    w2 = cluster.restart(w, "--bootstrap", head.maddr, "--service.name", "llm", "--service.port", str(up))
+    wait_for(lambda: head.models() == ["m-leave"], 5, what="rejoined")
+    status, headers, _ = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-leave", "messages": []})
+    assert status == 200 and headers["X-Computing-Node"] == w2.peer_id
+
+
+def test_backend_down_withdraws_and_comes_back_with_models(cluster: Cluster) -> None:
+    port = free_port()
+    up, _ = cluster.upstream("up", "m-flaky", "127.0.0.1", port)
+    head = cluster.node("head", "127.0.0.2")
+    cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.name", "llm", "--service.port", str(port))
+    wait_for(lambda: head.models() == ["m-flaky"], 15, what="advertised")
+    up.stop()
+    wait_for(lambda: head.models() == [], 15, what="withdrawn while backend down")
+    status, headers, body = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-flaky"})
+    assert status == 503 and "Retry-After" in headers and body["error"]["code"] == "no_live_replica"
+    cluster.upstream("up-again", "m-flaky", "127.0.0.1", port)
+    wait_for(lambda: head.models() == ["m-flaky"], 15, what="re-advertised with its models")
+    status, _, _ = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-flaky", "messages": []})
+    assert status == 200
+
+
+def test_subprocess_backend_supervised(cluster: Cluster) -> None:
+    port = free_port()
+    cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model m-sub"
+    head = cluster.node("head", "127.0.0.2")
+    w = cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.port", str(port), "--subprocess", cmd)
+    wait_for(lambda: head.models() == ["m-sub"], 20, what="subprocess backend advertised")
+    assert "[backend] READY" in w.proc.log.read_text()
+    stats = http_json(f"http://127.0.0.1:{port}/stats")
+    assert stats[0] == 200
+    backend_pid = _listener_pid(port)
+    w.proc.signal(signal.SIGTERM)
+    assert w.proc.popen.wait(15) == 0
+    wait_for(lambda: not _pid_alive(backend_pid), 5, what="backend stopped with the node")
+
+
+def test_subprocess_death_withdraws_service(cluster: Cluster) -> None:
+    port = free_port()
+    cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model m-die"
+    head = cluster.node("head", "127.0.0.2")
+    w = cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.port", str(port), "--subprocess", cmd)
+    wait_for(lambda: head.models() == ["m-die"], 20, what="advertised")
+    os.kill(_listener_pid(port), signal.SIGKILL)
+    wait_for(lambda: head.models() == [], 3, what="withdrawn as soon as the backend died")
+    assert w.proc.alive()
+
+
+def _listener_pid(port: int) -> int:
+    """PID of the process listening on ``port`` (a child we started through the node)."""
+    inode = None
+    hexport = f"{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[1].endswith(":" + hexport) and parts[3] == "0A":
+                inode = parts[9]
+    assert inode, f"nobody listens on {port}"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no pid for port {port}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
