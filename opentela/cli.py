@@ -24,23 +24,42 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML config file.",
+)
 @click.option("--home", help="Node directory (identity.key lives here). Default ~/.otela.")
-@click.option("--role", type=click.Choice(["head", "worker"]), help="Default: worker if a backend is set.")
+@click.option(
+    "--role", type=click.Choice(["head", "worker"]), help="Default: worker if a backend is set."
+)
 @click.option("--http-host", help="HTTP listen address. Default 0.0.0.0.")
 @click.option("--http-port", type=int, help="HTTP port. Default 8092.")
 @click.option("--p2p-host", help="libp2p listen address. Default 0.0.0.0.")
 @click.option("--p2p-port", type=int, help="libp2p TCP port. Default 43905.")
 @click.option("--public-addr", help="IP or multiaddr that peers should dial.")
-@click.option("--bootstrap", "--bootstrap.addr", "bootstrap", multiple=True, help="Multiaddr of a node to join (repeatable).")
+@click.option(
+    "--bootstrap",
+    "--bootstrap.addr",
+    "bootstrap",
+    multiple=True,
+    help="Multiaddr of a node to join (repeatable).",
+)
 @click.option("--bootstrap-url", help='URL returning {"bootstraps": [multiaddr, ...]}.')
 @click.option("--service.name", "service_name", help="Service name to advertise (e.g. llm).")
 @click.option("--service.host", "service_host", help="Backend host. Default 127.0.0.1.")
 @click.option("--service.port", "service_port", type=int, help="Backend port.")
 @click.option("--backend", help="Backend base URL (alternative to --service.host/port).")
-@click.option("--subprocess", "subprocess_cmd", help="Command that starts the backend; stopped with the node.")
+@click.option(
+    "--subprocess", "subprocess_cmd", help="Command that starts the backend; stopped with the node."
+)
 @click.option("--max-body-bytes", type=int, help="Request body limit (413 above). Default 16 MiB.")
-@click.option("--read-timeout", type=float, help="Seconds to wait for the next byte from a worker. Default 300.")
+@click.option(
+    "--read-timeout",
+    type=float,
+    help="Seconds to wait for the next byte from a worker. Default 300.",
+)
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> None:
@@ -122,11 +141,15 @@ def _fmt_table(data: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 @main.command()
-@click.option("--url", default="http://127.0.0.1:8092", show_default=True, help="Any node's HTTP address.")
+@click.option(
+    "--url", default="http://127.0.0.1:8092", show_default=True, help="Any node's HTTP address."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/dnt/table JSON.")
 def table(url: str, as_json: bool) -> None:
     """Print the pool as a table: nodes, roles, models, GPUs, state."""

@@ -24,10 +24,16 @@ HOP_BY_HOP = frozenset(
 DROP_TO_BACKEND = frozenset({"x-request-id", "x-otela-fallback"})
 
 
-def end_to_end(headers: Iterable[tuple[str, str]], drop: frozenset[str] = frozenset()) -> list[list[str]]:
+def end_to_end(
+    headers: Iterable[tuple[str, str]], drop: frozenset[str] = frozenset()
+) -> list[list[str]]:
     """Headers that may cross a hop, honouring extra names listed in ``Connection:``."""
     items = [(str(k), str(v)) for k, v in headers]
     listed = {
         t.strip().lower() for k, v in items if k.lower() == "connection" for t in v.split(",")
     }
-    return [[k, v] for k, v in items if (lk := k.lower()) not in HOP_BY_HOP and lk not in listed and lk not in drop]
+    return [
+        [k, v]
+        for k, v in items
+        if (lk := k.lower()) not in HOP_BY_HOP and lk not in listed and lk not in drop
+    ]

@@ -65,9 +65,8 @@ async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
             except Exception as exc:
                 log.warning("bootstrap.url_failed", url=cfg.bootstrap_url, error=str(exc))
         addrs = [a for a in addrs if f"/p2p/{host.peer_id}" not in a]
-        if not addrs:
-            if not (cfg.bootstrap or cfg.bootstrap_url):
-                return  # a standalone first node: others will join us
+        if not addrs and not (cfg.bootstrap or cfg.bootstrap_url):
+            return  # a standalone first node: others will join us
         for addr in addrs:
             try:
                 pid = await host.connect(addr)
@@ -75,7 +74,9 @@ async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
                 log.info("bootstrap.joined", via=addr, peers=len(sync.peers()))
                 break
             except StreamFailed as exc:
-                log.warning("bootstrap.retry", addr=addr, error=str(exc), retry_in_s=round(delay, 2))
+                log.warning(
+                    "bootstrap.retry", addr=addr, error=str(exc), retry_in_s=round(delay, 2)
+                )
         else:
             await trio.sleep(delay)
             delay = min(delay * 2, BOOTSTRAP_BACKOFF_S[1])
@@ -87,9 +88,16 @@ async def run(cfg: Config) -> None:
     gpus = tuple(Gpu(g.name, g.total_memory_mib, g.used_memory_mib) for g in detect_gpus(log))
     role = cfg.effective_role
     services = (Service(cfg.service_name or "llm", "down", ()),) if cfg.backend_url else ()
-    http_host = cfg.public_addr if cfg.public_addr and not cfg.public_addr.startswith("/") else cfg.http_host
+    http_host = (
+        cfg.public_addr
+        if cfg.public_addr and not cfg.public_addr.startswith("/")
+        else cfg.http_host
+    )
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_asyncio_loop(), open_host(key, cfg.p2p_host, cfg.p2p_port, cfg.public_addr) as host:
+        async with (
+            open_asyncio_loop(),
+            open_host(key, cfg.p2p_host, cfg.p2p_port, cfg.public_addr) as host,
+        ):
             initial = NodeRecord(
                 peer_id=peer_id,
                 version=int(time.time() * 1000),

@@ -28,7 +28,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "") -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.05, what: str = ""
+) -> Any:
     """Poll with a deadline: the only way tests wait for something to happen."""
     deadline = time.monotonic() + timeout_s
     last_exc: Exception | None = None
@@ -37,15 +39,19 @@ def wait_for(pred: Callable[[], Any], timeout_s: float = 15.0, interval_s: float
             value = pred()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - the predicate may fail until ready
+        except Exception as exc:
             last_exc = exc
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or pred}: {last_exc!r}")
 
 
-def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 10) -> tuple[int, dict, Any]:
+def http_json(
+    url: str, method: str = "GET", body: Any = None, timeout: float = 10
+) -> tuple[int, dict, Any]:
     data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
@@ -131,11 +137,24 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def upstream(self, name: str, model: str, host: str = "127.0.0.1", port: int = 0, *extra: str) -> tuple[Proc, int]:
+    def upstream(
+        self, name: str, model: str, host: str = "127.0.0.1", port: int = 0, *extra: str
+    ) -> tuple[Proc, int]:
         port = port or free_port(host)
         proc = self.spawn(
             name,
-            [PY, "-m", "opentela.testing.fake_upstream", "--host", host, "--port", str(port), "--model", model, *extra],
+            [
+                PY,
+                "-m",
+                "opentela.testing.fake_upstream",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--model",
+                model,
+                *extra,
+            ],
         )
         wait_for(lambda: http_json(f"http://{host}:{port}/health")[0] == 200, 15, what=f"{name} up")
         return proc, port
@@ -152,14 +171,29 @@ class Cluster:
         proc = self.spawn(
             name,
             [
-                *NODE, "start", "--home", str(home), "--http-host", host, "--http-port", str(http_port),
-                "--p2p-host", host, "--p2p-port", str(p2p_port), "--log-format", "json", *args,
+                *NODE,
+                "start",
+                "--home",
+                str(home),
+                "--http-host",
+                host,
+                "--http-port",
+                str(http_port),
+                "--p2p-host",
+                host,
+                "--p2p-port",
+                str(p2p_port),
+                "--log-format",
+                "json",
+                *args,
             ],
         )
         node = Node(proc, home, host, http_port, p2p_port, pid)
         if wait:
             try:
-                wait_for(lambda: http_json(f"{node.url}/v1/health")[0] == 200, 30, what=f"{name} healthy")
+                wait_for(
+                    lambda: http_json(f"{node.url}/v1/health")[0] == 200, 30, what=f"{name} healthy"
+                )
             except AssertionError:
                 raise AssertionError(f"{name} did not start:\n{proc.tail()}") from None
         return node
@@ -169,9 +203,21 @@ class Cluster:
         proc = self.spawn(
             node.proc.name + "-again",
             [
-                *NODE, "start", "--home", str(node.home), "--http-host", node.host,
-                "--http-port", str(node.http_port), "--p2p-host", node.host,
-                "--p2p-port", str(node.p2p_port), "--log-format", "json", *args,
+                *NODE,
+                "start",
+                "--home",
+                str(node.home),
+                "--http-host",
+                node.host,
+                "--http-port",
+                str(node.http_port),
+                "--p2p-host",
+                node.host,
+                "--p2p-port",
+                str(node.p2p_port),
+                "--log-format",
+                "json",
+                *args,
             ],
         )
         new = Node(proc, node.home, node.host, node.http_port, node.p2p_port, node.peer_id)

@@ -51,8 +51,12 @@ class ApiError(Exception):
         )
 
 
-def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str) -> web.Response:
-    return web.json_response(error_body(message, type_, code), status=status, headers=headers or None)
+def _error(
+    status: int, message: str, type_: str, code: str | None = None, **headers: str
+) -> web.Response:
+    return web.json_response(
+        error_body(message, type_, code), status=status, headers=headers or None
+    )
 
 
 @web.middleware
@@ -115,17 +119,26 @@ class Gateway:
     def _json(body: bytes, required: bool) -> dict[str, Any] | None:
         if not body:
             if required:
-                raise ApiError(400, "request body is empty; expected JSON", "invalid_request_error", "invalid_json")
+                raise ApiError(
+                    400,
+                    "request body is empty; expected JSON",
+                    "invalid_request_error",
+                    "invalid_json",
+                )
             return None
         try:
             obj = json.loads(body)
         except ValueError as exc:
             if required:
-                raise ApiError(400, f"malformed JSON body: {exc}", "invalid_request_error", "invalid_json") from exc
+                raise ApiError(
+                    400, f"malformed JSON body: {exc}", "invalid_request_error", "invalid_json"
+                ) from exc
             return None
         if not isinstance(obj, dict):
             if required:
-                raise ApiError(400, "JSON body must be an object", "invalid_request_error", "invalid_json")
+                raise ApiError(
+                    400, "JSON body must be an object", "invalid_request_error", "invalid_json"
+                )
             return None
         return obj
 
@@ -133,7 +146,9 @@ class Gateway:
         self, model: str | None, service: str | None, fallback: str | None
     ) -> list[Target]:
         snap = self.node.snapshot()
-        targets = plan(snap, model, service=service, allowed_tier=max_tier(fallback), rng=self.fwd.rng)
+        targets = plan(
+            snap, model, service=service, allowed_tier=max_tier(fallback), rng=self.fwd.rng
+        )
         if targets:
             return targets
         known = any(
@@ -166,7 +181,9 @@ class Gateway:
         assert obj is not None
         model = obj.get("model")
         if not isinstance(model, str) or not model:
-            raise ApiError(400, "the 'model' field is required", "invalid_request_error", "missing_model")
+            raise ApiError(
+                400, "the 'model' field is required", "invalid_request_error", "missing_model"
+            )
         targets = self._targets(model, None, request.headers.get("X-Otela-Fallback"))
         return await self.fwd.forward(request, targets, request.path_qs, body)
 
@@ -194,11 +211,24 @@ class Gateway:
         peer = request.match_info["peer"]
         entry = self.node.snapshot().entries.get(peer)
         if entry is None or not entry.routable:
-            raise ApiError(404, f"peer {peer} is not a live member of the pool", "invalid_request_error", "peer_not_found")
+            raise ApiError(
+                404,
+                f"peer {peer} is not a live member of the pool",
+                "invalid_request_error",
+                "peer_not_found",
+            )
         ready = [s for s in entry.record.services if s.status == "ready"]
         if not ready:
-            raise ApiError(503, f"peer {peer} serves nothing right now", "service_unavailable", "no_live_replica", **{"Retry-After": "5"})
-        return await self.fwd.forward(request, [Target(peer, ready[0].name, 1)], self._tail(request), body)
+            raise ApiError(
+                503,
+                f"peer {peer} serves nothing right now",
+                "service_unavailable",
+                "no_live_replica",
+                **{"Retry-After": "5"},
+            )
+        return await self.fwd.forward(
+            request, [Target(peer, ready[0].name, 1)], self._tail(request), body
+        )
 
     @staticmethod
     def _tail(request: web.Request) -> str:
@@ -223,16 +253,28 @@ class Gateway:
                 "load": r.load,
                 "software": r.software,
                 "service": [
-                    {"name": s.name, "status": s.status, "host": "", "port": 0, "identity_group": list(s.identity_groups)}
+                    {
+                        "name": s.name,
+                        "status": s.status,
+                        "host": "",
+                        "port": 0,
+                        "identity_group": list(s.identity_groups),
+                    }
                     for s in r.services
                 ],
                 "hardware": {
                     "gpus": [
-                        {"name": g.name, "total_memory": g.total_memory_mib, "used_memory": g.used_memory_mib}
+                        {
+                            "name": g.name,
+                            "total_memory": g.total_memory_mib,
+                            "used_memory": g.used_memory_mib,
+                        }
                         for g in r.gpus
                     ]
                 },
-                "last_seen": int(now_wall - max(0.0, now_mono - e.last_seen_s)) if pid != snap.self_id else int(now_wall),
+                "last_seen": int(now_wall - max(0.0, now_mono - e.last_seen_s))
+                if pid != snap.self_id
+                else int(now_wall),
                 "public_address": r.addrs[0] if r.addrs else "",
                 "addrs": list(r.addrs),
                 "http_address": r.http_addr,
@@ -243,7 +285,12 @@ class Gateway:
         snap = self.node.snapshot()
         connected = set(self.node.connected())
         data = [
-            {"id": pid, "addrs": list(e.record.addrs), "alive": e.alive, "connected": pid in connected}
+            {
+                "id": pid,
+                "addrs": list(e.record.addrs),
+                "alive": e.alive,
+                "connected": pid in connected,
+            }
             for pid, e in snap.entries.items()
             if pid != snap.self_id
         ]
@@ -264,6 +311,11 @@ class Gateway:
         snap = self.node.snapshot()
         peers = sum(1 for pid, e in snap.entries.items() if pid != snap.self_id and e.alive)
         return web.json_response(
-            {"status": "ok", "peer_id": self.node.peer_id, "addrs": self.node.addrs(), "peers": peers, "version": self.node.version}
+            {
+                "status": "ok",
+                "peer_id": self.node.peer_id,
+                "addrs": self.node.addrs(),
+                "peers": peers,
+                "version": self.node.version,
+            }
         )
-

@@ -12,7 +12,9 @@ def error_body(message: str, type_: str, code: str | None = None, **extra: Any) 
     return {"error": err}
 
 
-def sse_error_event(message: str, type_: str = "upstream_error", code: str = "stream_interrupted") -> bytes:
+def sse_error_event(
+    message: str, type_: str = "upstream_error", code: str = "stream_interrupted"
+) -> bytes:
     """The last event of a stream that broke after bytes reached the client: never a silent
     truncation."""
     return b"data: " + json.dumps(error_body(message, type_, code)).encode() + b"\n\n"

@@ -105,7 +105,9 @@ class Forwarder:
                 if target.peer_id == self.self_id:
                     resp = await self._forward_local(request, target, path, headers, body, attempts)
                 else:
-                    resp = await self._forward_remote(request, target, path, headers, body, attempts)
+                    resp = await self._forward_remote(
+                        request, target, path, headers, body, attempts
+                    )
             finally:
                 counts[target.peer_id] -= 1
             if resp is not None:
@@ -132,7 +134,12 @@ class Forwarder:
         body: bytes,
         attempts: list[Attempt],
     ) -> web.StreamResponse | None:
-        head = {"method": request.method, "path": path, "headers": headers, "service": target.service}
+        head = {
+            "method": request.method,
+            "path": path,
+            "headers": headers,
+            "service": target.service,
+        }
         stream: PeerStream | None = None
         try:
             stream = await to_trio(self._open)(target.peer_id, head, body)

@@ -8,6 +8,7 @@ any peer ID), one connection per peer (otherwise every connect waits 250 ms), de
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -84,18 +85,14 @@ class PeerStream:
 
     async def close(self) -> None:
         with trio.move_on_after(1):
-            try:
+            with contextlib.suppress(Exception):
                 await self._raw.close()  # type: ignore[attr-defined]
-            except Exception:
-                pass
 
     async def reset(self) -> None:
         self.broken = True
         with trio.move_on_after(1):
-            try:
+            with contextlib.suppress(Exception):
                 await self._raw.reset()  # type: ignore[attr-defined]
-            except Exception:
-                pass
 
 
 StreamHandler = Callable[[PeerStream], Awaitable[None]]
@@ -106,7 +103,9 @@ def _listen_addr(host: str, port: int) -> multiaddr.Multiaddr:
     return multiaddr.Multiaddr(f"/{proto}/{host}/tcp/{port}")
 
 
-def _announce_addrs(listen_host: str, port: int, public_addr: str | None) -> list[multiaddr.Multiaddr]:
+def _announce_addrs(
+    listen_host: str, port: int, public_addr: str | None
+) -> list[multiaddr.Multiaddr]:
     """What peers should dial. A wildcard listen address is not dialable: expand or override."""
     if public_addr:
         if public_addr.startswith("/"):
@@ -140,7 +139,9 @@ class Host:
         for a in addrs:
             try:
                 m = multiaddr.Multiaddr(a)
-                good.append(m.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer_id}")) if "/p2p/" in a else m)
+                good.append(
+                    m.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer_id}")) if "/p2p/" in a else m
+                )
             except Exception:
                 continue
         if good:
@@ -148,10 +149,8 @@ class Host:
 
     def unblock(self, peer_id: str) -> None:
         """Forget a failed dial so a deliberate redial is really attempted."""
-        try:
+        with contextlib.suppress(Exception):
             self._raw.get_network().unblock_peer(ID.from_base58(peer_id))  # type: ignore[attr-defined]
-        except Exception:
-            pass
 
     async def connect(self, addr: str) -> str:
         """Dial a ``/.../p2p/<id>`` multiaddr; return the peer id. Raises StreamFailed."""

@@ -43,7 +43,9 @@ class WorkerAgent:
             self._last_models = self.health.models
         self.sync.update(services=(self.service(),), load=self.server.in_flight)
         if self.health.up:
-            log.info("service.advertised", service=self.service_name, models=list(self.health.models))
+            log.info(
+                "service.advertised", service=self.service_name, models=list(self.health.models)
+            )
         else:
             log.warning("service.withdrawn", service=self.service_name)
 

@@ -17,7 +17,9 @@ class Health:
     models: tuple[str, ...] = ()
 
 
-def observe(state: Health, models: tuple[str, ...] | None, threshold: int = 2) -> tuple[Health, bool]:
+def observe(
+    state: Health, models: tuple[str, ...] | None, threshold: int = 2
+) -> tuple[Health, bool]:
     """Feed one probe result (``None`` = failed). Returns the new state and whether the
     advertised service changed."""
     if models is not None:

@@ -133,7 +133,9 @@ class ForwardServer:
         except BackendError as exc:
             log.warning("forward.backend_unreachable", path=path, error=str(exc))
             await stream.send(
-                error_frame(502, f"backend unreachable: {exc}", "backend_error", "backend_unreachable", True)
+                error_frame(
+                    502, f"backend unreachable: {exc}", "backend_error", "backend_unreachable", True
+                )
             )
             return
         complete = False
@@ -162,7 +164,13 @@ class ForwardServer:
         except BackendError as exc:
             log.warning("forward.backend_failed", path=path, error=str(exc))
             await stream.send(
-                error_frame(502, f"backend failed mid-response: {exc}", "backend_error", "backend_failed", False)
+                error_frame(
+                    502,
+                    f"backend failed mid-response: {exc}",
+                    "backend_error",
+                    "backend_failed",
+                    False,
+                )
             )
         finally:
             # An unfinished response closes the backend connection: that is what tells the

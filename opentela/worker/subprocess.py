@@ -7,6 +7,7 @@ Its output is passed through line by line with a ``[backend]`` prefix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,10 +23,8 @@ log = structlog.get_logger("opentela.subprocess")
 
 
 def _signal_group(proc: trio.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 async def _pump(stream: trio.abc.ReceiveStream, prefix: bytes) -> None:

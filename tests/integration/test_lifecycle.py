@@ -12,18 +12,33 @@ from conftest import Cluster, free_port, http_json, wait_for
 def test_graceful_stop_leaves_at_once(cluster: Cluster) -> None:
     _, up = cluster.upstream("up", "m-leave")
     head = cluster.node("head", "127.0.0.2")
-    w = cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.name", "llm", "--service.port", str(up))
+    w = cluster.node(
+        "w",
+        "127.0.0.3",
+        "--bootstrap",
+        head.maddr,
+        "--service.name",
+        "llm",
+        "--service.port",
+        str(up),
+    )
     wait_for(lambda: head.models() == ["m-leave"], 15, what="model advertised")
     w.proc.signal(signal.SIGTERM)
     # Removed by the leave announcement, far sooner than the table TTL (30 s).
     wait_for(lambda: head.models() == [], 3, what="model gone after leave")
     assert w.proc.popen.wait(10) == 0
-    status, headers, body = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-leave"})
+    status, headers, _body = http_json(
+        f"{head.url}/v1/chat/completions", "POST", {"model": "m-leave"}
+    )
     assert status == 503 or status == 404
     # Restarted with the same identity, it is routable again (its new record outranks the tombstone).
-    w2 = cluster.restart(w, "--bootstrap", head.maddr, "--service.name", "llm", "--service.port", str(up))
+    w2 = cluster.restart(
+        w, "--bootstrap", head.maddr, "--service.name", "llm", "--service.port", str(up)
+    )
     wait_for(lambda: head.models() == ["m-leave"], 5, what="rejoined")
-    status, headers, _ = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-leave", "messages": []})
+    status, headers, _ = http_json(
+        f"{head.url}/v1/chat/completions", "POST", {"model": "m-leave", "messages": []}
+    )
     assert status == 200 and headers["X-Computing-Node"] == w2.peer_id
 
 
@@ -31,15 +46,28 @@ def test_backend_down_withdraws_and_comes_back_with_models(cluster: Cluster) -> 
     port = free_port()
     up, _ = cluster.upstream("up", "m-flaky", "127.0.0.1", port)
     head = cluster.node("head", "127.0.0.2")
-    cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.name", "llm", "--service.port", str(port))
+    cluster.node(
+        "w",
+        "127.0.0.3",
+        "--bootstrap",
+        head.maddr,
+        "--service.name",
+        "llm",
+        "--service.port",
+        str(port),
+    )
     wait_for(lambda: head.models() == ["m-flaky"], 15, what="advertised")
     up.stop()
     wait_for(lambda: head.models() == [], 15, what="withdrawn while backend down")
-    status, headers, body = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-flaky"})
+    status, headers, body = http_json(
+        f"{head.url}/v1/chat/completions", "POST", {"model": "m-flaky"}
+    )
     assert status == 503 and "Retry-After" in headers and body["error"]["code"] == "no_live_replica"
     cluster.upstream("up-again", "m-flaky", "127.0.0.1", port)
     wait_for(lambda: head.models() == ["m-flaky"], 15, what="re-advertised with its models")
-    status, _, _ = http_json(f"{head.url}/v1/chat/completions", "POST", {"model": "m-flaky", "messages": []})
+    status, _, _ = http_json(
+        f"{head.url}/v1/chat/completions", "POST", {"model": "m-flaky", "messages": []}
+    )
     assert status == 200
 
 
@@ -47,7 +75,16 @@ def test_subprocess_backend_supervised(cluster: Cluster) -> None:
     port = free_port()
     cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model m-sub"
     head = cluster.node("head", "127.0.0.2")
-    w = cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.port", str(port), "--subprocess", cmd)
+    w = cluster.node(
+        "w",
+        "127.0.0.3",
+        "--bootstrap",
+        head.maddr,
+        "--service.port",
+        str(port),
+        "--subprocess",
+        cmd,
+    )
     wait_for(lambda: head.models() == ["m-sub"], 20, what="subprocess backend advertised")
     assert "[backend] READY" in w.proc.log.read_text()
     stats = http_json(f"http://127.0.0.1:{port}/stats")
@@ -62,7 +99,16 @@ def test_subprocess_death_withdraws_service(cluster: Cluster) -> None:
     port = free_port()
     cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model m-die"
     head = cluster.node("head", "127.0.0.2")
-    w = cluster.node("w", "127.0.0.3", "--bootstrap", head.maddr, "--service.port", str(port), "--subprocess", cmd)
+    w = cluster.node(
+        "w",
+        "127.0.0.3",
+        "--bootstrap",
+        head.maddr,
+        "--service.port",
+        str(port),
+        "--subprocess",
+        cmd,
+    )
     wait_for(lambda: head.models() == ["m-die"], 20, what="advertised")
     os.kill(_listener_pid(port), signal.SIGKILL)
     wait_for(lambda: head.models() == [], 3, what="withdrawn as soon as the backend died")

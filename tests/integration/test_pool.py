@@ -28,13 +28,28 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     c = Cluster(tmp_path_factory.mktemp("pool"))
     try:
         _, up1 = c.upstream("up1", "model-a", "127.0.0.1")
-        _, up2 = c.upstream("up2", "model-b", "127.0.0.1", 0, "--tokens", "2000", "--token-delay-ms", "5")
+        _, up2 = c.upstream(
+            "up2", "model-b", "127.0.0.1", 0, "--tokens", "2000", "--token-delay-ms", "5"
+        )
         head = c.node("head", "127.0.0.2")
         boot = ["--bootstrap", head.maddr]
         w1 = c.node("w1", "127.0.0.3", *boot, "--service.name", "llm", "--service.port", str(up1))
-        w2 = c.node("w2", "127.0.0.4", "--bootstrap.addr", head.maddr, "--backend", f"http://127.0.0.1:{up2}", "--service.name", "llm")
+        w2 = c.node(
+            "w2",
+            "127.0.0.4",
+            "--bootstrap.addr",
+            head.maddr,
+            "--backend",
+            f"http://127.0.0.1:{up2}",
+            "--service.name",
+            "llm",
+        )
         for n in (head, w1, w2):
-            wait_for(lambda n=n: n.models() == ["model-a", "model-b"], 15, what=f"{n.proc.name} sees both models")
+            wait_for(
+                lambda n=n: n.models() == ["model-a", "model-b"],
+                15,
+                what=f"{n.proc.name} sees both models",
+            )
         yield Pool(c, head, w1, w2, up1, up2)
     except BaseException:
         print(c.dump())
@@ -70,7 +85,10 @@ def test_streaming_chat_and_completions(pool: Pool, entry: str) -> None:
     c = client(getattr(pool, entry))
     chunks = list(
         c.chat.completions.create(
-            model="model-b", max_tokens=8, stream=True, stream_options={"include_usage": True},
+            model="model-b",
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
             messages=[{"role": "user", "content": "hi"}],
         )
     )
@@ -105,10 +123,14 @@ def test_openai_errors(pool: Pool) -> None:
 def test_upstream_compatible_routes(pool: Pool) -> None:
     base = f"{pool.head.url}/v1/service/llm/v1"
     c = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
-    raw = c.chat.completions.with_raw_response.create(model="model-a", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+    raw = c.chat.completions.with_raw_response.create(
+        model="model-a", messages=[{"role": "user", "content": "x"}], max_tokens=2
+    )
     assert raw.headers["x-computing-node"] == pool.w1.peer_id
     # Unknown service, and p2p to a named peer.
-    status, _, body = http_json(f"{pool.head.url}/v1/service/nope/v1/chat/completions", "POST", {"model": "model-a"})
+    status, _, body = http_json(
+        f"{pool.head.url}/v1/service/nope/v1/chat/completions", "POST", {"model": "model-a"}
+    )
     assert status == 404 and "error" in body
     status, headers, body = http_json(f"{pool.head.url}/v1/p2p/{pool.w2.peer_id}/v1/models")
     assert status == 200 and body["data"][0]["id"] == "model-b"
@@ -123,7 +145,9 @@ def test_identity_group_fallback_tiers(pool: Pool) -> None:
 
 def test_introspection_endpoints(pool: Pool) -> None:
     _, _, health = http_json(f"{pool.w1.url}/v1/health")
-    assert health["status"] == "ok" and health["peer_id"] == pool.w1.peer_id and health["peers"] == 2
+    assert (
+        health["status"] == "ok" and health["peer_id"] == pool.w1.peer_id and health["peers"] == 2
+    )
     _, _, table = http_json(f"{pool.head.url}/v1/dnt/table")
     assert set(table) == {f"/{n.peer_id}" for n in (pool.head, pool.w1, pool.w2)}
     w1 = table[f"/{pool.w1.peer_id}"]
@@ -136,7 +160,9 @@ def test_introspection_endpoints(pool: Pool) -> None:
     _, _, peers = http_json(f"{pool.w1.url}/v1/dnt/peers")
     w2 = next(p for p in peers["peers"] if p["id"] == pool.w2.peer_id)
     assert w2["alive"] and w2["connected"]
-    out = subprocess.run([*NODE, "table", "--url", pool.w2.url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*NODE, "table", "--url", pool.w2.url], capture_output=True, text=True, check=True
+    ).stdout
     assert "model-a" in out and "model-b" in out and "head" in out
 
 
@@ -149,8 +175,16 @@ def test_client_disconnect_cancels_backend_request(pool: Pool) -> None:
         if i == 3:
             break
     stream.close()
-    wait_for(lambda: http_json(f"http://127.0.0.1:{pool.up2}/stats")[2]["cancelled"] > before, 10, what="backend saw the cancel")
-    wait_for(lambda: http_json(f"http://127.0.0.1:{pool.up2}/stats")[2]["in_flight"] == 0, 10, what="no generation left running")
+    wait_for(
+        lambda: http_json(f"http://127.0.0.1:{pool.up2}/stats")[2]["cancelled"] > before,
+        10,
+        what="backend saw the cancel",
+    )
+    wait_for(
+        lambda: http_json(f"http://127.0.0.1:{pool.up2}/stats")[2]["in_flight"] == 0,
+        10,
+        what="no generation left running",
+    )
 
 
 def test_bootstrap_url_and_spoofed_record(pool: Pool, tmp_path) -> None:
@@ -158,14 +192,29 @@ def test_bootstrap_url_and_spoofed_record(pool: Pool, tmp_path) -> None:
     c = Cluster(tmp_path)
     try:
         late = c.node("late", "127.0.0.5", "--bootstrap-url", f"{pool.w2.url}/v1/dnt/bootstraps")
-        wait_for(lambda: late.models() == ["model-a", "model-b"], 15, what="late node sees the pool")
+        wait_for(
+            lambda: late.models() == ["model-a", "model-b"], 15, what="late node sees the pool"
+        )
         # A forged record (claims to be w1, signed with another key) is refused and logged.
         result = subprocess.run(
-            [sys.executable, "-c", SPOOF, pool.head.maddr, pool.w1.peer_id, str(tmp_path / "attacker")],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-c",
+                SPOOF,
+                pool.head.maddr,
+                pool.w1.peer_id,
+                str(tmp_path / "attacker"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        wait_for(lambda: http_json(f"{pool.head.url}/v1/dnt/stats")[2]["table"]["rejected"] >= 1, 10, what="rejection counted")
+        wait_for(
+            lambda: http_json(f"{pool.head.url}/v1/dnt/stats")[2]["table"]["rejected"] >= 1,
+            10,
+            what="rejection counted",
+        )
         assert "evil-model" not in pool.head.models()
         assert "table.record_rejected" in pool.head.proc.log.read_text()
     finally:
