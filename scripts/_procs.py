@@ -53,8 +53,8 @@ T = TypeVar("T")
 __all__ = [
     "ManagedProcess",
     "ProcessGroup",
-    "cpu_seconds",
     "StartupError",
+    "cpu_seconds",
     "free_port",
     "peak_rss_mb",
     "rss_mb",
@@ -94,7 +94,9 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
 class ManagedProcess:
     """One child started by :class:`ProcessGroup`; output goes to ``stdout_path``/``stderr_path``."""
 
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], stdout_path: Path, stderr_path: Path):
+    def __init__(
+        self, name: str, popen: subprocess.Popen[bytes], stdout_path: Path, stderr_path: Path
+    ):
         self.name = name
         self.popen = popen
         self.stdout_path = stdout_path
@@ -174,7 +176,7 @@ class ProcessGroup:
         out = self.log_dir / f"{name}.stdout.log"
         err = self.log_dir / f"{name}.stderr.log"
         with open(out, "wb") as fo, open(err, "wb") as fe:
-            popen = subprocess.Popen(  # noqa: S603 - argv comes from the calling script
+            popen = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=fo,
@@ -182,7 +184,7 @@ class ProcessGroup:
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509 - only calls prctl
+                preexec_fn=_pdeathsig_preexec(),
             )
         proc = ManagedProcess(name, popen, out, err)
         self.procs.append(proc)
@@ -213,7 +215,9 @@ def wait_for_line(proc: ManagedProcess, prefix: str, timeout: float, poll_s: flo
             if line.startswith(prefix):
                 return line
         if not proc.alive():
-            raise StartupError(f"{proc.name} exited with code {proc.returncode} before printing {prefix!r}")
+            raise StartupError(
+                f"{proc.name} exited with code {proc.returncode} before printing {prefix!r}"
+            )
         if time.monotonic() >= deadline:
             raise StartupError(f"{proc.name} did not print {prefix!r} within {timeout:.1f}s")
         time.sleep(poll_s)
@@ -235,11 +239,13 @@ def wait_until(
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - "not ready yet"
+        except Exception as exc:
             last_exc = exc
         for p in procs:
             if not p.alive():
-                raise StartupError(f"{p.name} exited with code {p.returncode} while waiting for {what}")
+                raise StartupError(
+                    f"{p.name} exited with code {p.returncode} while waiting for {what}"
+                )
         if time.monotonic() >= deadline:
             hint = f" (last error: {last_exc!r})" if last_exc else ""
             raise StartupError(f"timed out after {timeout:.1f}s waiting for {what}{hint}")

@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import json
 import os
@@ -70,7 +71,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _procs import (  # noqa: E402
+from _procs import (
     ManagedProcess,
     ProcessGroup,
     StartupError,
@@ -93,7 +94,11 @@ CHAT_BODY = json.dumps(
     separators=(",", ":"),
 ).encode()
 STREAM_BODY = json.dumps(
-    {"model": MODEL, "messages": [{"role": "user", "content": "Say something short."}], "stream": True},
+    {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say something short."}],
+        "stream": True,
+    },
     separators=(",", ":"),
 ).encode()
 
@@ -163,15 +168,13 @@ def machine_info() -> dict[str, Any]:
             info["mem_total_mb"] = round(int(f.readline().split()[1]) / 1024)
     except (OSError, ValueError, IndexError):
         pass
-    try:
+    with contextlib.suppress(OSError):
         info["loadavg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
     try:
         from opentela import __version__ as otela_version
 
         info["opentela"] = otela_version
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return info
 
@@ -232,7 +235,9 @@ def _r(v: float | None, nd: int = 1) -> float | None:
 
 
 def new_session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
-    conn = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, force_close=False, ttl_dns_cache=None)
+    conn = aiohttp.TCPConnector(
+        limit=limit, limit_per_host=limit, force_close=False, ttl_dns_cache=None
+    )
     return aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
@@ -245,7 +250,9 @@ async def one_chat(session: aiohttp.ClientSession, url: str) -> tuple[float, int
     return time.perf_counter() - t0, status, len(data)
 
 
-async def one_stream(session: aiohttp.ClientSession, url: str) -> tuple[float | None, float, int, bool]:
+async def one_stream(
+    session: aiohttp.ClientSession, url: str
+) -> tuple[float | None, float, int, bool]:
     """Return (ttft seconds, total seconds, status, saw [DONE])."""
     t0 = time.perf_counter()
     ttft: float | None = None
@@ -276,7 +283,12 @@ class C1Result:
 
 
 async def c1_interleaved(
-    urls: dict[str, str], sessions: dict[str, aiohttp.ClientSession], n: int, warmup: int, budget_s: float, stream: bool
+    urls: dict[str, str],
+    sessions: dict[str, aiohttp.ClientSession],
+    n: int,
+    warmup: int,
+    budget_s: float,
+    stream: bool,
 ) -> C1Result:
     """Alternate direct/overlay requests (order flips each round). Bounded by n and budget_s."""
     res = C1Result()
@@ -300,7 +312,7 @@ async def c1_interleaved(
                     ok = status == 200 and nbytes > 0
                     err = None if ok else f"status={status}"
                     val, extra = secs, None
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 ok, err, val, extra = False, type(exc).__name__, None, None
             if i < warmup:
                 continue
@@ -326,6 +338,8 @@ class LoadResult:
     issued: int = 0
     capped: bool = False
     lat_ms: list[float] = field(default_factory=list)
+    # ok answers completed in each second of the window
+    per_s: list[int] = field(default_factory=list)
     cpu_s: dict[str, float | None] = field(default_factory=dict)
     client_cpu_s: float = 0.0
     wall_s: float = 0.0
@@ -340,13 +354,19 @@ class LoadResult:
 
 
 async def closed_loop(
-    url: str, concurrency: int, window_s: float, max_requests: int, req_timeout_s: float, grace_s: float,
+    url: str,
+    concurrency: int,
+    window_s: float,
+    max_requests: int,
+    req_timeout_s: float,
+    grace_s: float,
     cpu_pids: dict[str, int] | None = None,
 ) -> LoadResult:
     """``concurrency`` workers, each issuing back-to-back requests until the window closes or
     ``max_requests`` were issued in total. Answers finishing after the window are not counted."""
     res = LoadResult(concurrency, window_s)
     session = new_session(concurrency, req_timeout_s)
+    tasks: list[asyncio.Task[None]] = []
     try:
         cpu0 = {k: cpu_seconds(p) for k, p in (cpu_pids or {}).items()}
         pc0 = time.process_time()
@@ -365,7 +385,7 @@ async def closed_loop(
                         data = await r.read()
                         if r.status != 200 or not data:
                             err = f"status={r.status}"
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     err = type(exc).__name__
                 t1 = time.perf_counter()
                 if t1 > deadline:
@@ -373,11 +393,15 @@ async def closed_loop(
                 elif err is None:
                     res.ok += 1
                     res.lat_ms.append((t1 - t0) * 1000.0)
+                    sec = int(t1 - t_start)
+                    while len(res.per_s) <= sec:
+                        res.per_s.append(0)
+                    res.per_s[sec] += 1
                 else:
                     res.errors[err] += 1
             res.capped = True
 
-        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        tasks.extend(asyncio.create_task(worker()) for _ in range(concurrency))
         done, pending = await asyncio.wait(tasks, timeout=window_s + req_timeout_s + grace_s)
         for t in pending:
             t.cancel()
@@ -393,6 +417,10 @@ async def closed_loop(
             c1 = cpu_seconds(p)
             res.cpu_s[k] = None if c1 is None or cpu0[k] is None else c1 - cpu0[k]  # type: ignore[operator]
     finally:
+        # On cancellation (Ctrl-C) stop the workers before closing the session they use.
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
     return res
 
@@ -413,12 +441,27 @@ class Cluster:
     startup_s: float
 
 
-def start_cluster(procs: ProcessGroup, tmp: Path, node: str, timeout: float, log_level: str) -> Cluster:
+def start_cluster(
+    procs: ProcessGroup, tmp: Path, node: str, timeout: float, log_level: str
+) -> Cluster:
     t0 = time.perf_counter()
     upstream = procs.start(
         "upstream",
-        [sys.executable, "-m", "opentela.testing.fake_upstream", "--host", HOST, "--port", "0",
-         "--model", MODEL, "--tokens", str(TOKENS), "--token-delay-ms", "0"],
+        [
+            sys.executable,
+            "-m",
+            "opentela.testing.fake_upstream",
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--model",
+            MODEL,
+            "--tokens",
+            str(TOKENS),
+            "--token-delay-ms",
+            "0",
+        ],
     )
     upstream_url = wait_for_line(upstream, "READY ", timeout).split()[1]
     upstream_port = int(upstream_url.rsplit(":", 1)[1])
@@ -438,28 +481,69 @@ def start_cluster(procs: ProcessGroup, tmp: Path, node: str, timeout: float, log
         peers[name] = peer[0].strip()
 
     e_http, e_p2p = free_port(HOST), free_port(HOST)
-    common = ["--http-host", HOST, "--p2p-host", HOST, "--log-format", "json", "--log-level", log_level]
+    common = [
+        "--http-host",
+        HOST,
+        "--p2p-host",
+        HOST,
+        "--log-format",
+        "json",
+        "--log-level",
+        log_level,
+    ]
     entry = procs.start(
         "entry",
-        [node, "start", "--home", str(tmp / "home-entry"), "--role", "head",
-         "--http-port", str(e_http), "--p2p-port", str(e_p2p), *common],
+        [
+            node,
+            "start",
+            "--home",
+            str(tmp / "home-entry"),
+            "--role",
+            "head",
+            "--http-port",
+            str(e_http),
+            "--p2p-port",
+            str(e_p2p),
+            *common,
+        ],
     )
     entry_url = f"http://{HOST}:{e_http}"
-    wait_until(lambda: http_json(entry_url + "/v1/health", timeout=2).get("status") == "ok",
-               timeout, "entry /v1/health", procs=[entry, upstream])
+    wait_until(
+        lambda: http_json(entry_url + "/v1/health", timeout=2).get("status") == "ok",
+        timeout,
+        "entry /v1/health",
+        procs=[entry, upstream],
+    )
 
     w_http, w_p2p = free_port(HOST), free_port(HOST)
     worker = procs.start(
         "worker",
-        [node, "start", "--home", str(tmp / "home-worker"),
-         "--http-port", str(w_http), "--p2p-port", str(w_p2p),
-         "--bootstrap", f"/ip4/{HOST}/tcp/{e_p2p}/p2p/{peers['entry']}",
-         "--service.name", "llm", "--service.port", str(upstream_port), *common],
+        [
+            node,
+            "start",
+            "--home",
+            str(tmp / "home-worker"),
+            "--http-port",
+            str(w_http),
+            "--p2p-port",
+            str(w_p2p),
+            "--bootstrap",
+            f"/ip4/{HOST}/tcp/{e_p2p}/p2p/{peers['entry']}",
+            "--service.name",
+            "llm",
+            "--service.port",
+            str(upstream_port),
+            *common,
+        ],
     )
     worker_url = f"http://{HOST}:{w_http}"
     alive = [entry, worker, upstream]
-    wait_until(lambda: http_json(worker_url + "/v1/health", timeout=2).get("status") == "ok",
-               timeout, "worker /v1/health", procs=alive)
+    wait_until(
+        lambda: http_json(worker_url + "/v1/health", timeout=2).get("status") == "ok",
+        timeout,
+        "worker /v1/health",
+        procs=alive,
+    )
 
     def entry_lists_model() -> bool:
         data = http_json(entry_url + "/v1/models", timeout=2)
@@ -471,9 +555,20 @@ def start_cluster(procs: ProcessGroup, tmp: Path, node: str, timeout: float, log
         data = http_json(entry_url + CHAT_PATH, body=CHAT_BODY, timeout=5)
         return bool(data.get("choices"))
 
-    wait_until(overlay_works, timeout, "a chat completion through the entry", procs=alive, poll_s=0.1)
-    return Cluster(upstream, entry, worker, upstream_url, entry_url, worker_url,
-                   peers["entry"], peers["worker"], time.perf_counter() - t0)
+    wait_until(
+        overlay_works, timeout, "a chat completion through the entry", procs=alive, poll_s=0.1
+    )
+    return Cluster(
+        upstream,
+        entry,
+        worker,
+        upstream_url,
+        entry_url,
+        worker_url,
+        peers["entry"],
+        peers["worker"],
+        time.perf_counter() - t0,
+    )
 
 
 # -- log scan ------------------------------------------------------------------------------------
@@ -501,8 +596,13 @@ def scan_log(proc: ManagedProcess) -> dict[str, Any]:
             key = f"{level}: {rec.get('event')}"
             notable[key] += 1
             examples.setdefault(key, line[:400])
-    return {"levels": dict(levels), "notable": dict(notable.most_common(20)), "examples": examples,
-            "non_json_lines": non_json, "path": str(proc.stderr_path)}
+    return {
+        "levels": dict(levels),
+        "notable": dict(notable.most_common(20)),
+        "examples": examples,
+        "non_json_lines": non_json,
+        "path": str(proc.stderr_path),
+    }
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -523,7 +623,10 @@ def build_table(r: dict[str, Any]) -> tuple[str, dict[str, bool | None]]:
     t50d, t50o = ttft["direct"]["ttft_ms"]["p50"], ttft["overlay"]["ttft_ms"]["p50"]
     t99d, t99o = ttft["direct"]["ttft_ms"]["p99"], ttft["overlay"]["ttft_ms"]["p99"]
     rd, ro = tput["direct"]["rps"], tput["overlay"]["rps"]
-    sub = lambda a, b: None if a is None or b is None else b - a  # noqa: E731
+
+    def sub(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else b - a
+
     added50, added99 = sub(d50, o50), sub(d99, o99)
     added_ttft, added_ttft99 = sub(t50d, t50o), sub(t99d, t99o)
     ratio = (ro / rd) if rd else None
@@ -538,35 +641,93 @@ def build_table(r: dict[str, Any]) -> tuple[str, dict[str, bool | None]]:
 
     c = tput["concurrency"]
     rows: list[tuple[str, str, str, str, str]] = [
-        ("chat c=1 p50 (ms)", fmt(d50, 3), fmt(o50, 3), f"+{fmt(added50, 3)} ms",
-         f"<= {TARGET_ADDED_P50_MS} ms  {verdict(checks['added_p50'])}"),
+        (
+            "chat c=1 p50 (ms)",
+            fmt(d50, 3),
+            fmt(o50, 3),
+            f"+{fmt(added50, 3)} ms",
+            f"<= {TARGET_ADDED_P50_MS} ms  {verdict(checks['added_p50'])}",
+        ),
         ("chat c=1 p99 (ms)", fmt(d99, 3), fmt(o99, 3), f"+{fmt(added99, 3)} ms", "(info)"),
-        ("stream TTFT c=1 p50 (ms)", fmt(t50d, 3), fmt(t50o, 3), f"+{fmt(added_ttft, 3)} ms",
-         f"<= {TARGET_ADDED_TTFT_MS} ms  {verdict(checks['added_ttft_p50'])}"),
-        ("stream TTFT c=1 p99 (ms)", fmt(t99d, 3), fmt(t99o, 3), f"+{fmt(added_ttft99, 3)} ms", "(info)"),
-        ("stream total c=1 p50 (ms)", fmt(ttft["direct"]["total_ms"]["p50"], 3),
-         fmt(ttft["overlay"]["total_ms"]["p50"], 3),
-         f"+{fmt(sub(ttft['direct']['total_ms']['p50'], ttft['overlay']['total_ms']['p50']), 3)} ms", "(info)"),
-        (f"chat c={c} throughput (req/s)", fmt(rd, 1), fmt(ro, 1), f"x{fmt(ratio, 3)}",
-         f">= x{TARGET_TPUT_RATIO}  {verdict(checks['throughput_ratio'])}"),
-        (f"chat c={c} errors", str(tput["direct"]["errors_total"]), str(tput["overlay"]["errors_total"]), "", "(info)"),
-        (f"chat c={c} latency p50/p99 (ms)",
-         f"{fmt(tput['direct']['ms']['p50'], 1)}/{fmt(tput['direct']['ms']['p99'], 1)}",
-         f"{fmt(tput['overlay']['ms']['p50'], 1)}/{fmt(tput['overlay']['ms']['p99'], 1)}", "", "(info)"),
+        (
+            "stream TTFT c=1 p50 (ms)",
+            fmt(t50d, 3),
+            fmt(t50o, 3),
+            f"+{fmt(added_ttft, 3)} ms",
+            f"<= {TARGET_ADDED_TTFT_MS} ms  {verdict(checks['added_ttft_p50'])}",
+        ),
+        (
+            "stream TTFT c=1 p99 (ms)",
+            fmt(t99d, 3),
+            fmt(t99o, 3),
+            f"+{fmt(added_ttft99, 3)} ms",
+            "(info)",
+        ),
+        (
+            "stream total c=1 p50 (ms)",
+            fmt(ttft["direct"]["total_ms"]["p50"], 3),
+            fmt(ttft["overlay"]["total_ms"]["p50"], 3),
+            f"+{fmt(sub(ttft['direct']['total_ms']['p50'], ttft['overlay']['total_ms']['p50']), 3)} ms",
+            "(info)",
+        ),
+        (
+            f"chat c={c} throughput (req/s)",
+            fmt(rd, 1),
+            fmt(ro, 1),
+            f"x{fmt(ratio, 3)}",
+            f">= x{TARGET_TPUT_RATIO}  {verdict(checks['throughput_ratio'])}",
+        ),
+        (
+            f"chat c={c} errors",
+            str(tput["direct"]["errors_total"]),
+            str(tput["overlay"]["errors_total"]),
+            "",
+            "(info)",
+        ),
+        (
+            f"chat c={c} latency p50/p99 (ms)",
+            f"{fmt(tput['direct']['ms']['p50'], 1)}/{fmt(tput['direct']['ms']['p99'], 1)}",
+            f"{fmt(tput['overlay']['ms']['p50'], 1)}/{fmt(tput['overlay']['ms']['p99'], 1)}",
+            "",
+            "(info)",
+        ),
     ]
     for node in ("entry", "worker"):
-        rows.append((f"idle RSS {node} node (MB)", "-", fmt(mem["idle"].get(node), 1), "",
-                     f"<= {TARGET_IDLE_RSS_MB:.0f} MB  {verdict(checks[f'idle_rss_{node}'])}"))
+        rows.append(
+            (
+                f"idle RSS {node} node (MB)",
+                "-",
+                fmt(mem["idle"].get(node), 1),
+                "",
+                f"<= {TARGET_IDLE_RSS_MB:.0f} MB  {verdict(checks[f'idle_rss_{node}'])}",
+            )
+        )
     for node in ("entry", "worker"):
-        rows.append((f"peak/after-load RSS {node} (MB)", "-",
-                     f"{fmt(mem['peak_during_load'].get(node), 1)}/{fmt(mem['after_load'].get(node), 1)}", "", "(info)"))
-    rows.append(("upstream RSS idle/peak (MB)",
-                 f"{fmt(mem['idle'].get('upstream'), 1)}/{fmt(mem['peak_during_load'].get('upstream'), 1)}",
-                 "-", "", "(info)"))
+        rows.append(
+            (
+                f"peak/after-load RSS {node} (MB)",
+                "-",
+                f"{fmt(mem['peak_during_load'].get(node), 1)}/{fmt(mem['after_load'].get(node), 1)}",
+                "",
+                "(info)",
+            )
+        )
+    rows.append(
+        (
+            "upstream RSS idle/peak (MB)",
+            f"{fmt(mem['idle'].get('upstream'), 1)}/{fmt(mem['peak_during_load'].get('upstream'), 1)}",
+            "-",
+            "",
+            "(info)",
+        )
+    )
 
     headers = ("metric", "direct", "overlay", "added/ratio", "target")
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(s.ljust(w) for s, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(s.ljust(w) for s, w in zip(cells, widths, strict=True)) + " |"
+
     sep = "|-" + "-|-".join("-" * w for w in widths) + "-|"
     out = [line(headers), sep, *(line(row) for row in rows)]
     return "\n".join(out), checks
@@ -576,23 +737,56 @@ def build_table(r: dict[str, Any]) -> tuple[str, dict[str, bool | None]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="short CI-sized run")
-    p.add_argument("--duration-s", type=float, default=None,
-                   help="upper bound on wall time of each measurement phase (default 60; --quick 15)")
+    p.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help="upper bound on wall time of each measurement phase (default 60; --quick 15)",
+    )
     p.add_argument("--out", default=".bench/overhead.json", help="JSON output path")
-    p.add_argument("--requests", type=int, default=None, help="c=1 measured requests per target (500; quick 100)")
-    p.add_argument("--warmup", type=int, default=None, help="c=1 warm-up requests per target (50; quick 20)")
-    p.add_argument("--stream-requests", type=int, default=None, help="streaming requests per target (200; quick 50)")
-    p.add_argument("--stream-warmup", type=int, default=None, help="streaming warm-up per target (20; quick 10)")
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="c=1 measured requests per target (500; quick 100)",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=None, help="c=1 warm-up requests per target (50; quick 20)"
+    )
+    p.add_argument(
+        "--stream-requests",
+        type=int,
+        default=None,
+        help="streaming requests per target (200; quick 50)",
+    )
+    p.add_argument(
+        "--stream-warmup",
+        type=int,
+        default=None,
+        help="streaming warm-up per target (20; quick 10)",
+    )
     p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--window-s", type=float, default=None, help="c=N throughput window (5; quick 2)")
-    p.add_argument("--load-warmup-s", type=float, default=None, help="discarded c=N warm-up (1; quick 0.5)")
-    p.add_argument("--max-load-requests", type=int, default=200_000, help="cap on requests per c=N window")
+    p.add_argument(
+        "--window-s", type=float, default=None, help="c=N throughput window (5; quick 2)"
+    )
+    p.add_argument(
+        "--load-warmup-s", type=float, default=None, help="discarded c=N warm-up (1; quick 0.5)"
+    )
+    p.add_argument(
+        "--max-load-requests", type=int, default=200_000, help="cap on requests per c=N window"
+    )
     p.add_argument("--request-timeout-s", type=float, default=30.0)
     p.add_argument("--startup-timeout-s", type=float, default=60.0)
-    p.add_argument("--node-bin", default=None, help="opentela-node executable (default: next to python)")
-    p.add_argument("--node-log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--node-bin", default=None, help="opentela-node executable (default: next to python)"
+    )
+    p.add_argument(
+        "--node-log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with node logs")
     p.add_argument("--fail-on-miss", action="store_true", help="exit 1 if a target is missed")
     a = p.parse_args(argv)
@@ -631,7 +825,9 @@ async def measure(a: argparse.Namespace, cl: Cluster) -> dict[str, Any]:
         log(f"c=1 latency: {a.requests} requests per target (interleaved, <= {a.duration_s}s)")
         lat = await c1_interleaved(urls, sessions, a.requests, 0, a.duration_s, stream=False)
         log(f"c=1 streaming TTFT: {a.stream_requests} per target after {a.stream_warmup} warm-up")
-        st = await c1_interleaved(urls, sessions, a.stream_requests, a.stream_warmup, a.duration_s, stream=True)
+        st = await c1_interleaved(
+            urls, sessions, a.stream_requests, a.stream_warmup, a.duration_s, stream=True
+        )
     finally:
         for s in sessions.values():
             await s.close()
@@ -642,20 +838,38 @@ async def measure(a: argparse.Namespace, cl: Cluster) -> dict[str, Any]:
         for name in ("direct", "overlay"):
             if a.load_warmup_s > 0:
                 log(f"c={a.concurrency} {name}: warm-up {a.load_warmup_s}s")
-                await closed_loop(urls[name], a.concurrency, a.load_warmup_s, a.max_load_requests,
-                                  a.request_timeout_s, 5.0)
+                await closed_loop(
+                    urls[name],
+                    a.concurrency,
+                    a.load_warmup_s,
+                    a.max_load_requests,
+                    a.request_timeout_s,
+                    5.0,
+                )
             log(f"c={a.concurrency} {name}: {a.window_s}s window")
-            loads[name] = await closed_loop(urls[name], a.concurrency, a.window_s, a.max_load_requests,
-                                            a.request_timeout_s, 5.0, cpu_pids=all_pids)
-            log(f"  -> {loads[name].rps:.1f} req/s, {loads[name].error_count} errors, late={loads[name].late}")
+            loads[name] = await closed_loop(
+                urls[name],
+                a.concurrency,
+                a.window_s,
+                a.max_load_requests,
+                a.request_timeout_s,
+                5.0,
+                cpu_pids=all_pids,
+            )
+            log(
+                f"  -> {loads[name].rps:.1f} req/s, {loads[name].error_count} errors, late={loads[name].late}"
+            )
     rss["peak_during_load"] = {k: _r(v) for k, v in sampler.peak.items()}
     rss["after_load"] = rss_snapshot(all_pids)
     rss["vmhwm_after_load"] = {k: _r(peak_rss_mb(p)) for k, p in all_pids.items()}
     rss["sampler"] = {"interval_s": sampler.interval_s, "samples": sampler.samples}
 
     def c1_block(res: C1Result, name: str, key: str) -> dict[str, Any]:
-        b: dict[str, Any] = {key: summary(res.lat_ms[name]), "errors": dict(res.errors[name]),
-                             "samples_ms": [round(x, 4) for x in res.lat_ms[name]]}
+        b: dict[str, Any] = {
+            key: summary(res.lat_ms[name]),
+            "errors": dict(res.errors[name]),
+            "samples_ms": [round(x, 4) for x in res.lat_ms[name]],
+        }
         if res.extra_ms[name]:
             b["total_ms"] = summary(res.extra_ms[name])
             b["total_samples_ms"] = [round(x, 4) for x in res.extra_ms[name]]
@@ -663,27 +877,47 @@ async def measure(a: argparse.Namespace, cl: Cluster) -> dict[str, Any]:
 
     def load_block(res: LoadResult) -> dict[str, Any]:
         return {
-            "rps": res.rps, "ok": res.ok, "errors": dict(res.errors), "errors_total": res.error_count,
-            "late_not_counted": res.late, "issued": res.issued, "capped": res.capped,
-            "window_s": res.window_s, "wall_s": res.wall_s, "ms": summary(res.lat_ms),
+            "rps": res.rps,
+            "ok": res.ok,
+            "errors": dict(res.errors),
+            "errors_total": res.error_count,
+            "late_not_counted": res.late,
+            "issued": res.issued,
+            "capped": res.capped,
+            "window_s": res.window_s,
+            "wall_s": res.wall_s,
+            "ms": summary(res.lat_ms),
+            "ok_per_second": res.per_s,
+            "samples_ms": [round(x, 3) for x in res.lat_ms],
             "cpu_s_in_window": {k: _r(v, 3) for k, v in res.cpu_s.items()},
             "client_cpu_s_in_window": round(res.client_cpu_s, 3),
         }
 
     return {
         "c1_latency": {
-            "requests_per_target": a.requests, "warmup_per_target": a.warmup, "rounds": lat.rounds,
-            "elapsed_s": lat.elapsed_s, "stopped_by_time": lat.stopped_by_time,
-            "direct": c1_block(lat, "direct", "ms"), "overlay": c1_block(lat, "overlay", "ms"),
+            "requests_per_target": a.requests,
+            "warmup_per_target": a.warmup,
+            "rounds": lat.rounds,
+            "elapsed_s": lat.elapsed_s,
+            "stopped_by_time": lat.stopped_by_time,
+            "direct": c1_block(lat, "direct", "ms"),
+            "overlay": c1_block(lat, "overlay", "ms"),
         },
         "stream_ttft": {
-            "requests_per_target": a.stream_requests, "warmup_per_target": a.stream_warmup,
-            "rounds": st.rounds, "elapsed_s": st.elapsed_s, "stopped_by_time": st.stopped_by_time,
-            "direct": c1_block(st, "direct", "ttft_ms"), "overlay": c1_block(st, "overlay", "ttft_ms"),
+            "requests_per_target": a.stream_requests,
+            "warmup_per_target": a.stream_warmup,
+            "rounds": st.rounds,
+            "elapsed_s": st.elapsed_s,
+            "stopped_by_time": st.stopped_by_time,
+            "direct": c1_block(st, "direct", "ttft_ms"),
+            "overlay": c1_block(st, "overlay", "ttft_ms"),
         },
         "throughput": {
-            "concurrency": a.concurrency, "window_s": a.window_s, "warmup_s": a.load_warmup_s,
-            "direct": load_block(loads["direct"]), "overlay": load_block(loads["overlay"]),
+            "concurrency": a.concurrency,
+            "window_s": a.window_s,
+            "warmup_s": a.load_warmup_s,
+            "direct": load_block(loads["direct"]),
+            "overlay": load_block(loads["overlay"]),
         },
         "rss_mb": rss,
     }
@@ -695,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     node = node_bin(a.node_bin)
     tmp = Path(tempfile.mkdtemp(prefix="otela-bench-overhead-"))
     keep = a.keep_logs
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     log(f"temp dir {tmp} (quick={a.quick})")
     report: dict[str, Any] = {
         "benchmark": "overhead",
@@ -713,18 +947,26 @@ def main(argv: list[str] | None = None) -> int:
             log(f"STARTUP FAILED: {exc}")
             print(procs.tails(40), file=sys.stderr)
             return 2
-        log(f"cluster up in {cl.startup_s:.2f}s: upstream={cl.upstream_url} entry={cl.entry_url} "
-            f"(pid {cl.entry.pid}) worker={cl.worker_url} (pid {cl.worker.pid})")
+        log(
+            f"cluster up in {cl.startup_s:.2f}s: upstream={cl.upstream_url} entry={cl.entry_url} "
+            f"(pid {cl.entry.pid}) worker={cl.worker_url} (pid {cl.worker.pid})"
+        )
         report["cluster"] = {
-            "startup_s": cl.startup_s, "upstream_url": cl.upstream_url, "entry_url": cl.entry_url,
-            "worker_url": cl.worker_url, "entry_peer_id": cl.entry_peer, "worker_peer_id": cl.worker_peer,
+            "startup_s": cl.startup_s,
+            "upstream_url": cl.upstream_url,
+            "entry_url": cl.entry_url,
+            "worker_url": cl.worker_url,
+            "entry_peer_id": cl.entry_peer,
+            "worker_peer_id": cl.worker_peer,
         }
         report.update(asyncio.run(measure(a, cl)))
 
         for name, url in (("entry", cl.entry_url), ("worker", cl.worker_url)):
             try:
-                report.setdefault("node_stats", {})[name] = http_json(url + "/v1/dnt/stats", timeout=5)
-            except Exception as exc:  # noqa: BLE001
+                report.setdefault("node_stats", {})[name] = http_json(
+                    url + "/v1/dnt/stats", timeout=5
+                )
+            except Exception as exc:
                 report.setdefault("node_stats", {})[name] = {"error": repr(exc)}
         for p in (cl.entry, cl.worker, cl.upstream):
             if not p.alive():
@@ -740,7 +982,9 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         codes = procs.stop_all()
-        report["exit_codes"] = {k: v for k, v in codes.items() if not k.startswith(("init-", "peerid-"))}
+        report["exit_codes"] = {
+            k: v for k, v in codes.items() if not k.startswith(("init-", "peerid-"))
+        }
         node_procs = [p for p in procs.procs if p.name in ("entry", "worker", "upstream")]
         report["logs"] = {p.name: scan_log(p) for p in node_procs}
         if keep:
@@ -749,22 +993,28 @@ def main(argv: list[str] | None = None) -> int:
 
     table, checks = build_table(report)
     report["checks"] = checks
-    report["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    report["finished"] = dt.datetime.now(dt.UTC).isoformat()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
     m = report["machine"]
-    print(f"\nopentela overlay overhead  ({'quick' if a.quick else 'full'} run, nproc={m['nproc']}, "
-          f"python {m['python']}, {report['timestamp']})")
+    print(
+        f"\nopentela overlay overhead  ({'quick' if a.quick else 'full'} run, nproc={m['nproc']}, "
+        f"python {m['python']}, {report['timestamp']})"
+    )
     print(table)
     notes = []
     for name, scan in report["logs"].items():
         if scan["notable"]:
-            notes.append(f"{name} log: " + ", ".join(f"{k} x{v}" for k, v in scan["notable"].items()))
+            notes.append(
+                f"{name} log: " + ", ".join(f"{k} x{v}" for k, v in scan["notable"].items())
+            )
     for section in ("c1_latency", "stream_ttft"):
         if report[section]["stopped_by_time"]:
-            notes.append(f"{section} stopped by --duration-s after {report[section]['rounds']} rounds")
+            notes.append(
+                f"{section} stopped by --duration-s after {report[section]['rounds']} rounds"
+            )
     for name in ("direct", "overlay"):
         for section in ("c1_latency", "stream_ttft"):
             errs = report[section][name]["errors"]

@@ -123,10 +123,18 @@ class NodeRecord:
             )
         except RecordError:
             raise
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            OverflowError,
+            msgpack.ExtraData,
+            msgpack.FormatError,
+        ) as exc:
             raise RecordError(f"malformed record: {exc}") from exc
         if rec.status not in STATUSES:
             raise RecordError(f"unknown status {rec.status!r}")
+        if not (0 <= rec.version < 2**63 and 0 <= rec.load < 2**31):
+            raise RecordError("version and load must be non-negative 63/31-bit integers")
         return rec
 
     @property

@@ -73,7 +73,12 @@ def verify(packed: object) -> SignedRecord:
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, _DOMAIN + body)
     except (InvalidSignature, ValueError) as exc:
         raise InvalidRecord("bad signature") from exc
-    record = NodeRecord.decode(body)
+    try:
+        record = NodeRecord.decode(body)
+    except InvalidRecord:
+        raise
+    except RecordError as exc:
+        raise InvalidRecord(str(exc)) from exc
     author = peer_id_from_public_key(pub)
     if record.peer_id != author:
         raise InvalidRecord(f"record claims peer {record.peer_id} but is signed by {author}")

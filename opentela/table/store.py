@@ -7,7 +7,7 @@ live node look stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .merge import merge
@@ -50,17 +50,41 @@ class TableStore:
         self.tombstone_s = tombstone_s if tombstone_s is not None else 10 * ttl_s
         self._records: dict[str, SignedRecord] = {}
         self._seen: dict[str, float] = {}
+        self._floor: dict[str, int] = {}
+        self._floor_at: dict[str, float] = {}
         self._snapshot: Snapshot | None = None
         self._snapshot_at = 0
 
-    def apply(self, records: Iterable[SignedRecord], now_s: float) -> list[SignedRecord]:
-        """Merge verified records; return those that were new to us."""
-        self._records, changed = merge(self._records, records)
+    def apply(
+        self,
+        records: Iterable[SignedRecord],
+        now_s: float,
+        age_s: Mapping[str, float] | None = None,
+    ) -> list[SignedRecord]:
+        """Merge verified records; return those that were new to us.
+
+        ``age_s`` is how long ago the sender itself last heard from each author (0 for a record
+        pushed by its author). A record relayed from a peer that has not heard from its author
+        for a while is therefore not mistaken for a fresh one, and a forgotten author's old
+        record (below its ``floor``) is never resurrected by a peer that still holds it.
+        """
+        fresh = [
+            r for r in records if r.record.version > self._floor.get(r.record.peer_id, -1)
+        ]
+        self._records, changed = merge(self._records, fresh)
         for rec in changed:
-            self._seen[rec.record.peer_id] = now_s
+            pid = rec.record.peer_id
+            age = max(0.0, (age_s or {}).get(pid, 0.0))
+            self._seen[pid] = now_s - age
         if changed:
             self._snapshot = None
         return changed
+
+    def age(self, peer_id: str, now_s: float) -> float:
+        """Seconds since we last heard news from ``peer_id`` (0 for ourselves)."""
+        if peer_id == self.self_id:
+            return 0.0
+        return max(0.0, now_s - self._seen.get(peer_id, now_s))
 
     def get(self, peer_id: str) -> SignedRecord | None:
         return self._records.get(peer_id)
@@ -84,8 +108,15 @@ class TableStore:
             if pid != self.self_id and now_s - seen > self.tombstone_s
         ]
         for pid in dropped:
-            self._records.pop(pid, None)
+            rec = self._records.pop(pid, None)
             self._seen.pop(pid, None)
+            if rec is not None:
+                self._floor[pid] = rec.record.version
+                self._floor_at[pid] = now_s
+        # Floors only need to outlive every peer's copy of the record; then forget them too.
+        for pid in [p for p, t in self._floor_at.items() if now_s - t > self.tombstone_s]:
+            self._floor.pop(pid, None)
+            self._floor_at.pop(pid, None)
         if dropped:
             self._snapshot = None
         return dropped

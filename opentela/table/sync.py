@@ -55,7 +55,7 @@ class TableSync:
         self._own = initial
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
-        self.stats = {"rejected": 0, "pushes_sent": 0, "syncs": 0, "bytes_sent": 0, "bytes_recv": 0}
+        self.stats = {"rejected": 0, "pushes_sent": 0, "syncs": 0, "bytes_sent": 0}
         self._publish_local(initial)
 
     # -- own record ---------------------------------------------------------------------------
@@ -141,7 +141,9 @@ class TableSync:
         finally:
             await stream.close()
 
-    def _accept(self, packed: list[Any], source: str) -> list[SignedRecord]:
+    def _accept(
+        self, packed: list[Any], source: str, ages: Any = None
+    ) -> list[SignedRecord]:
         good: list[SignedRecord] = []
         for item in packed[:MAX_RECORDS_PER_MESSAGE]:
             try:
@@ -149,7 +151,12 @@ class TableSync:
             except InvalidRecord as exc:
                 self.stats["rejected"] += 1
                 log.warning("table.record_rejected", source=source, reason=str(exc))
-        fresh = self.store.apply(good, trio.current_time())
+        age_s: dict[str, float] = {}
+        if isinstance(ages, dict):
+            for k, v in ages.items():
+                if isinstance(k, str) and isinstance(v, int | float):
+                    age_s[k] = float(v)
+        fresh = self.store.apply(good, trio.current_time(), age_s)
         for rec in fresh:
             r = rec.record
             if r.peer_id == self.host.peer_id:
@@ -191,13 +198,15 @@ class TableSync:
                     await stream.send(data)
         except StreamFailed:
             return
+        except Exception:
+            log.exception("table.serve_error", peer=stream.remote_peer)
 
     def _serve(self, frame: framing.Frame, source: str) -> dict[str, Any]:
         msg = frame.payload if isinstance(frame.payload, dict) else {}
         op = msg.get("op")
         records = self.store.records()
         if op == "push":
-            self._accept(list(msg.get("records") or []), source)
+            self._accept(list(msg.get("records") or []), source, msg.get("ages"))
             return {"ok": True}
         if op == "hash":
             d = dg.digest(records)
@@ -205,9 +214,13 @@ class TableSync:
                 return {"same": True}
             return {"digest": d}
         if op == "pull":
-            want = [p for p in msg.get("want") or [] if p in records]
-            return {"records": [records[p].pack() for p in want[:MAX_RECORDS_PER_MESSAGE]]}
+            want = [p for p in msg.get("want") or [] if p in records][:MAX_RECORDS_PER_MESSAGE]
+            return {"records": [records[p].pack() for p in want], "ages": self._ages(want)}
         return {"error": f"unknown op {op!r}"}
+
+    def _ages(self, peer_ids: list[str]) -> dict[str, float]:
+        now = trio.current_time()
+        return {p: round(self.store.age(p, now), 3) for p in peer_ids}
 
     async def sync_with(self, peer_id: str) -> int:
         """One anti-entropy round with ``peer_id``; returns how many records we learned."""
@@ -224,11 +237,18 @@ class TableSync:
                 want, send = dg.difference(local, remote)
                 if want:
                     got = await self._exchange(stream, {"op": "pull", "want": want})
-                    learned = len(self._accept(list(got.get("records") or []), peer_id))
+                    records_in = list(got.get("records") or [])
+                    learned = len(self._accept(records_in, peer_id, got.get("ages")))
                 if send:
                     records = self.store.records()
+                    send = send[:MAX_RECORDS_PER_MESSAGE]
                     await self._exchange(
-                        stream, {"op": "push", "records": [records[p].pack() for p in send]}
+                        stream,
+                        {
+                            "op": "push",
+                            "records": [records[p].pack() for p in send],
+                            "ages": self._ages(send),
+                        },
                     )
         except trio.TooSlowError as exc:
             raise StreamFailed(f"sync with {peer_id[-8:]} timed out") from exc
@@ -266,6 +286,9 @@ class TableSync:
                 await self.sync_with(peer)
             except StreamFailed as exc:
                 log.debug("table.sync_failed", peer=peer, error=str(exc))
+            except Exception:
+                # A bug in one round must not take the node's replication down with it.
+                log.exception("table.sync_error", peer=peer)
 
     async def join(self, peer_id: str) -> None:
         """First contact with a bootstrap peer: push ourselves, then pull everything."""

@@ -41,7 +41,13 @@ SAMPLES: list[tuple[int, object]] = [
     (RESP_HEAD, {"status": 200, "headers": [["content-type", "text/event-stream"]]}),
     (
         ERROR,
-        {"status": 502, "message": "backend down", "type": "upstream", "code": "x", "retryable": True},
+        {
+            "status": 502,
+            "message": "backend down",
+            "type": "upstream",
+            "code": "x",
+            "retryable": True,
+        },
     ),
     (CANCEL, None),
 ]
@@ -167,7 +173,9 @@ def test_encode_body_splits_under_max_frame() -> None:
     assert b"".join(fr.payload for fr in got) == data
 
 
-@pytest.mark.parametrize(("size", "chunk", "n"), [(0, 10, 0), (1, 10, 1), (10, 10, 1), (11, 10, 2), (95, 10, 10)])
+@pytest.mark.parametrize(
+    ("size", "chunk", "n"), [(0, 10, 0), (1, 10, 1), (10, 10, 1), (11, 10, 2), (95, 10, 10)]
+)
 def test_encode_body_chunk_count(size: int, chunk: int, n: int) -> None:
     data = b"a" * size
     frames = encode_body(data, chunk=chunk)
@@ -183,7 +191,9 @@ payloads = st.one_of(
     st.binary(max_size=300),
     st.text(max_size=50),
     st.integers(-(2**63), 2**63 - 1),
-    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(0, 1000), st.text(max_size=10)), max_size=4),
+    st.dictionaries(
+        st.text(max_size=8), st.one_of(st.integers(0, 1000), st.text(max_size=10)), max_size=4
+    ),
     st.lists(st.lists(st.text(max_size=10), min_size=2, max_size=2), max_size=4),
 )
 frames_st = st.lists(st.tuples(st.sampled_from(sorted(KINDS)), payloads), max_size=15)
@@ -191,7 +201,9 @@ frames_st = st.lists(st.tuples(st.sampled_from(sorted(KINDS)), payloads), max_si
 
 @settings(max_examples=100, deadline=None)
 @given(frames=frames_st, data=st.data())
-def test_random_split_points_yield_same_frames(frames: list[tuple[int, object]], data: st.DataObject) -> None:
+def test_random_split_points_yield_same_frames(
+    frames: list[tuple[int, object]], data: st.DataObject
+) -> None:
     stream = b"".join(encode(k, p) for k, p in frames)
     cuts = sorted(set(data.draw(st.lists(st.integers(0, len(stream)), max_size=20))))
     dec = Decoder()
