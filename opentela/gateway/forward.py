@@ -78,6 +78,22 @@ class Forwarder:
             raise
         return stream
 
+    async def _exchange(
+        self, peer_id: str, head: dict, body: bytes
+    ) -> tuple[PeerStream, list[framing.Frame], bool]:
+        """Send a request and wait for the first frame batch, in one trip to the trio side.
+        A batch that already holds the whole answer releases the stream here too."""
+        stream = await self._open(peer_id, head, body)
+        try:
+            frames = await stream.receive(self.read_timeout_s)
+        except BaseException:
+            await self._discard(stream)
+            raise
+        if frames[-1].kind in (framing.END, framing.ERROR):
+            await self.pool.release(stream)
+            return stream, frames, True
+        return stream, frames, False
+
     async def _receive(self, stream: PeerStream) -> list[framing.Frame]:
         return await stream.receive(self.read_timeout_s)
 
@@ -140,24 +156,17 @@ class Forwarder:
             "headers": headers,
             "service": target.service,
         }
-        stream: PeerStream | None = None
         try:
-            stream = await to_trio(self._open)(target.peer_id, head, body)
-            frames = await to_trio(self._receive)(stream)
+            stream, frames, finished = await to_trio(self._exchange)(target.peer_id, head, body)
         except StreamFailed as exc:
-            if stream is not None:
-                await to_trio(self._discard)(stream)
             attempts.append(Attempt(target, str(exc)))
             log.info("forward.retry", peer=target.peer_id, error=str(exc))
             return None
-        except BaseException:
-            if stream is not None:
-                await to_trio(self._discard)(stream)
-            raise
         first = frames[0]
         if first.kind == framing.ERROR:
             err = first.payload if isinstance(first.payload, dict) else {}
-            await to_trio(self._release)(stream)
+            if not finished:
+                await to_trio(self._discard)(stream)
             if err.get("retryable"):
                 attempts.append(Attempt(target, str(err.get("message"))))
                 return None
@@ -167,23 +176,21 @@ class Forwarder:
                 headers={"X-Computing-Node": target.peer_id},
             )
         if first.kind != framing.RESP_HEAD:
-            await to_trio(self._discard)(stream)
+            if not finished:
+                await to_trio(self._discard)(stream)
             attempts.append(Attempt(target, f"protocol error: frame {first.kind} before head"))
             return None
         meta = first.payload
         status = int(meta.get("status", 502))
-        ends = any(f.kind in (framing.END, framing.ERROR) for f in frames)
-        if meta.get("retryable") and ends and len(attempts) + 1 < MAX_ATTEMPTS:
+        if meta.get("retryable") and finished and len(attempts) + 1 < MAX_ATTEMPTS:
             # A 502/503/504 from the backend before any byte reached the client: try another.
-            await to_trio(self._release)(stream)
             attempts.append(Attempt(target, f"backend answered {status}"))
             return None
         out_headers = [(k, v) for k, v in meta.get("headers", [])]
         out_headers.append(("X-Computing-Node", target.peer_id))
-        if frames[-1].kind == framing.END:
+        if finished and frames[-1].kind == framing.END:
             # The whole response arrived in one batch: a plain response with Content-Length.
             data = b"".join(f.payload for f in frames if f.kind == framing.BODY)
-            await to_trio(self._release)(stream)
             resp = web.Response(body=data, status=status)
             for k, v in out_headers:
                 resp.headers.add(k, v)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import framing, identity
 
+# py-libp2p's Yamux sends a WINDOW_UPDATE after *every* read unless told otherwise: one extra
+# encrypted message and syscall per request each way. go-yamux batches updates at half the
+# window; ask for that (measured: c=64 forwarding 1065 → 1131 req/s, c=1 p50 -0.2 ms).
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 logging.getLogger("libp2p").setLevel(logging.ERROR)
 logging.getLogger("multiaddr").setLevel(logging.ERROR)
 

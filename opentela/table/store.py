@@ -68,9 +68,7 @@ class TableStore:
         for a while is therefore not mistaken for a fresh one, and a forgotten author's old
         record (below its ``floor``) is never resurrected by a peer that still holds it.
         """
-        fresh = [
-            r for r in records if r.record.version > self._floor.get(r.record.peer_id, -1)
-        ]
+        fresh = [r for r in records if r.record.version > self._floor.get(r.record.peer_id, -1)]
         self._records, changed = merge(self._records, fresh)
         for rec in changed:
             pid = rec.record.peer_id

@@ -141,9 +141,7 @@ class TableSync:
         finally:
             await stream.close()
 
-    def _accept(
-        self, packed: list[Any], source: str, ages: Any = None
-    ) -> list[SignedRecord]:
+    def _accept(self, packed: list[Any], source: str, ages: Any = None) -> list[SignedRecord]:
         good: list[SignedRecord] = []
         for item in packed[:MAX_RECORDS_PER_MESSAGE]:
             try:

@@ -60,6 +60,20 @@ class Backend:
         except aiohttp.ClientError as exc:
             raise BackendError(f"{type(exc).__name__}: {exc}") from exc
 
+    async def start_and_read(
+        self, method: str, path: str, headers: list[list[str]], body: bytes
+    ) -> tuple[aiohttp.ClientResponse, bytes, bool]:
+        """Send a request and read what is already there, in one trip to the asyncio side:
+        (response, first bytes, whether that was the whole body). Small JSON answers complete
+        here, so the worker can send head, body and end in one frame batch."""
+        resp = await self.start(method, path, headers, body)
+        try:
+            first = await self.read_chunk(resp)
+        except BaseException:
+            resp.close()
+            raise
+        return resp, first, resp.content.at_eof()
+
     @staticmethod
     async def read_chunk(resp: aiohttp.ClientResponse) -> bytes:
         """Whatever is available now; b"" at the end. Never waits for a full buffer, so SSE

@@ -129,7 +129,9 @@ class ForwardServer:
         self, stream: PeerStream, method: str, path: str, headers: list[list[str]], body: bytes
     ) -> None:
         try:
-            resp = await to_aio(self.backend.start)(method, path, headers, body)
+            resp, first, eof = await to_aio(self.backend.start_and_read)(
+                method, path, headers, body
+            )
         except BackendError as exc:
             log.warning("forward.backend_unreachable", path=path, error=str(exc))
             await stream.send(
@@ -140,7 +142,7 @@ class ForwardServer:
             return
         complete = False
         try:
-            resp_head = framing.encode(
+            head = framing.encode(
                 framing.RESP_HEAD,
                 {
                     "status": resp.status,
@@ -148,19 +150,18 @@ class ForwardServer:
                     "retryable": resp.status in RETRYABLE_STATUS,
                 },
             )
-            first = await to_aio(self.backend.read_chunk)(resp)
-            if not first:
-                complete = True
-                await stream.send(resp_head, framing.encode(framing.END))
-                return
-            await stream.send(resp_head, framing.encode(framing.BODY, first))
-            while True:
+            batch = [head]
+            if first:
+                batch.append(framing.encode(framing.BODY, first))
+            while not eof:
+                # Streaming: each chunk goes out as soon as the backend produced it.
+                await stream.send(*batch)
                 chunk = await to_aio(self.backend.read_chunk)(resp)
-                if not chunk:
-                    break
-                await stream.send(framing.encode(framing.BODY, chunk))
+                eof = not chunk
+                batch = [framing.encode(framing.BODY, chunk)] if chunk else []
             complete = True
-            await stream.send(framing.encode(framing.END))
+            batch.append(framing.encode(framing.END))
+            await stream.send(*batch)
         except BackendError as exc:
             log.warning("forward.backend_failed", path=path, error=str(exc))
             await stream.send(
