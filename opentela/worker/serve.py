@@ -46,43 +46,67 @@ class ForwardServer:
         self.cancelled = 0
 
     async def handle(self, stream: PeerStream) -> None:
+        """One task reads the stream for its whole life and hands complete requests to the
+        serving loop; if it sees the entry go away (CANCEL, reset, EOF) while a request is
+        being served, it cancels that request, which closes the backend connection."""
+        requests_in, requests_out = trio.open_memory_channel[tuple[dict, bytes]](1)
+        current: list[trio.CancelScope] = []
+        async with trio.open_nursery() as nursery:
+
+            async def read_requests() -> None:
+                async with requests_in:
+                    await self._read_requests(stream, requests_in)
+                for scope in current:
+                    scope.cancel()
+
+            nursery.start_soon(read_requests)
+            async with requests_out:
+                async for head, body in requests_out:
+                    with trio.CancelScope() as scope:
+                        current.append(scope)
+                        try:
+                            await self._serve_one(stream, head, body)
+                        except StreamFailed:
+                            scope.cancel()
+                        finally:
+                            current.clear()
+                    if scope.cancelled_caught:
+                        self.cancelled += 1
+                        log.info(
+                            "forward.cancelled", peer=stream.remote_peer, path=head.get("path")
+                        )
+                        break
+            nursery.cancel_scope.cancel()
+        await stream.reset()
+
+    async def _read_requests(
+        self, stream: PeerStream, out: trio.MemorySendChannel[tuple[dict, bytes]]
+    ) -> None:
         pending: deque[framing.Frame] = deque()
+        head: dict | None = None
+        body = bytearray()
         while True:
-            head = None
-            body = bytearray()
-            timeout = IDLE_TIMEOUT_S
-            while True:
-                if not pending:
-                    try:
-                        pending.extend(await stream.receive(timeout))
-                    except StreamFailed:
-                        return
-                frame = pending.popleft()
-                timeout = REQUEST_TIMEOUT_S
-                if frame.kind == framing.REQ_HEAD and isinstance(frame.payload, dict):
-                    head, body = frame.payload, bytearray()
-                elif frame.kind == framing.BODY and head is not None:
-                    body += frame.payload
-                elif frame.kind == framing.END and head is not None:
-                    break
-                elif frame.kind == framing.CANCEL:
-                    head, body, timeout = None, bytearray(), IDLE_TIMEOUT_S
-                else:
-                    log.warning("forward.protocol_error", peer=stream.remote_peer, kind=frame.kind)
-                    await stream.reset()
+            if not pending:
+                try:
+                    pending.extend(
+                        await stream.receive(REQUEST_TIMEOUT_S if head else IDLE_TIMEOUT_S)
+                    )
+                except StreamFailed:
                     return
-            try:
-                ok = await self._serve_one(stream, head, bytes(body), pending)
-            except StreamFailed:
-                ok = False
-            if not ok:
-                await stream.reset()
+            frame = pending.popleft()
+            if frame.kind == framing.REQ_HEAD and isinstance(frame.payload, dict):
+                head, body = frame.payload, bytearray()
+            elif frame.kind == framing.BODY and head is not None:
+                body += frame.payload
+            elif frame.kind == framing.END and head is not None:
+                await out.send((head, bytes(body)))
+                head, body = None, bytearray()
+            else:
+                if frame.kind != framing.CANCEL:
+                    log.warning("forward.protocol_error", peer=stream.remote_peer, kind=frame.kind)
                 return
 
-    async def _serve_one(
-        self, stream: PeerStream, head: dict, body: bytes, pending: deque[framing.Frame]
-    ) -> bool:
-        """Returns False when the stream can no longer be used."""
+    async def _serve_one(self, stream: PeerStream, head: dict, body: bytes) -> None:
         service = head.get("service") or self.service_name
         if service != self.service_name or not self.available:
             await stream.send(
@@ -94,36 +118,16 @@ class ForwardServer:
                     True,
                 )
             )
-            return True
+            return
         method = str(head.get("method", "POST"))
         path = str(head.get("path", "/"))
         headers = end_to_end(head.get("headers") or [], DROP_TO_BACKEND)
         self.in_flight += 1
-        gone = False
         try:
-            async with trio.open_nursery() as nursery:
-
-                async def watch() -> None:
-                    nonlocal gone
-                    try:
-                        frames = await stream.receive(IDLE_TIMEOUT_S)
-                    except StreamFailed:
-                        frames = []
-                    pending.extend(frames)
-                    gone = True
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch)
-                await self._proxy(stream, method, path, headers, body)
-                nursery.cancel_scope.cancel()
+            await self._proxy(stream, method, path, headers, body)
+            self.served += 1
         finally:
             self.in_flight -= 1
-        if gone:
-            self.cancelled += 1
-            log.info("forward.cancelled", peer=stream.remote_peer, path=path)
-            return False
-        self.served += 1
-        return True
 
     async def _proxy(
         self, stream: PeerStream, method: str, path: str, headers: list[list[str]], body: bytes
