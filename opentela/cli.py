@@ -112,6 +112,29 @@ def version() -> None:
     click.echo(f"opentela {__version__}")
 
 
+@main.command()
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--model", type=click.Path(dir_okay=False), help="A GGUF file (default: bundled SmolLM2-135M)."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the nodes listen on.")
+@click.option(
+    "--http-port", default=8092, show_default=True, type=int, help="The head's HTTP port."
+)
+@click.option(
+    "--ready-timeout", default=300.0, show_default=True, help="Seconds to wait for backends."
+)
+def demo(workers: int, model: str | None, host: str, http_port: int, ready_timeout: float) -> None:
+    """Run a head and WORKERS llama.cpp workers on this machine until Ctrl-C."""
+    from .demo import DemoError, run
+
+    try:
+        code = run(workers, model, host, http_port, ready_timeout)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
 def _fmt_table(data: dict[str, Any]) -> str:
     rows = [("PEER", "ROLE", "STATUS", "STATE", "MODELS", "GPUS", "LOAD", "SEEN")]
     now = time.time()

@@ -39,6 +39,25 @@ class NodeView:
     now: Callable[[], float]
 
 
+def shape_problem(path: str, obj: dict[str, Any]) -> str | None:
+    """The few checks worth doing at the edge: a request no backend could accept fails with a
+    clear 400 here, instead of a backend-specific error (or crash) after a network hop."""
+    if path.endswith("/chat/completions"):
+        messages = obj.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "'messages' must be a non-empty list of message objects"
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+            return "each message must be an object with a 'role'"
+    elif path.endswith("/completions"):
+        if "prompt" in obj and not isinstance(obj["prompt"], str | list):
+            return "'prompt' must be a string or a list"
+    elif path.endswith("/embeddings") and not isinstance(obj.get("input"), str | list):
+        return "'input' must be a string or a list"
+    if "stream" in obj and not isinstance(obj["stream"], bool):
+        return "'stream' must be a boolean"
+    return None
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, type_: str, code: str | None, **headers: str):
         super().__init__(message)
@@ -184,6 +203,9 @@ class Gateway:
             raise ApiError(
                 400, "the 'model' field is required", "invalid_request_error", "missing_model"
             )
+        problem = shape_problem(request.path, obj)
+        if problem:
+            raise ApiError(400, problem, "invalid_request_error", "invalid_request")
         targets = self._targets(model, None, request.headers.get("X-Otela-Fallback"))
         return await self.fwd.forward(request, targets, request.path_qs, body)
 

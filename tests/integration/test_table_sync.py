@@ -19,7 +19,12 @@ from opentela.table.sync import TableSync
 
 
 def _record(key: Ed25519PrivateKey, addrs: list[str]) -> NodeRecord:
-    return NodeRecord(peer_id=identity.peer_id(key), version=int(time.time() * 1000), timestamp=time.time(), addrs=tuple(addrs))
+    return NodeRecord(
+        peer_id=identity.peer_id(key),
+        version=int(time.time() * 1000),
+        timestamp=time.time(),
+        addrs=tuple(addrs),
+    )
 
 
 async def _wait(pred, timeout_s: float) -> float:
@@ -41,7 +46,10 @@ def test_push_introduction_and_anti_entropy(monkeypatch) -> None:
             open_host(keys[2], "127.0.0.1", free_port()) as h2,
             trio.open_nursery() as nursery,
         ):
-            syncs = [TableSync(h, k, _record(k, h.addrs())) for h, k in zip((h0, h1, h2), keys, strict=True)]
+            syncs = [
+                TableSync(h, k, _record(k, h.addrs()))
+                for h, k in zip((h0, h1, h2), keys, strict=True)
+            ]
             for s in syncs:
                 await nursery.start(s.run)
             # 1 and 2 both join through 0 only; they must learn of each other.
@@ -51,7 +59,9 @@ def test_push_introduction_and_anti_entropy(monkeypatch) -> None:
 
             # A change is pushed to everyone well within a second.
             syncs[1].update(load=7)
-            took = await _wait(lambda: all(s.store.get(h1.peer_id).record.load == 7 for s in syncs), 2)
+            took = await _wait(
+                lambda: all(s.store.get(h1.peer_id).record.load == 7 for s in syncs), 2
+            )
             assert took < 1.0
 
             # A "lost" push: node 2 changes its record but nobody is told. Anti-entropy repairs it.
@@ -62,7 +72,9 @@ def test_push_introduction_and_anti_entropy(monkeypatch) -> None:
 
             # Leaving is honoured at once.
             await syncs[2].leave()
-            await _wait(lambda: h2.peer_id not in syncs[0].peers() and h2.peer_id not in syncs[1].peers(), 2)
+            await _wait(
+                lambda: h2.peer_id not in syncs[0].peers() and h2.peer_id not in syncs[1].peers(), 2
+            )
             nursery.cancel_scope.cancel()
 
     trio.run(main)
