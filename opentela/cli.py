@@ -50,6 +50,12 @@ def main() -> None:
 @click.option("--service.name", "service_name", help="Service name to advertise (e.g. llm).")
 @click.option("--service.host", "service_host", help="Backend host. Default 127.0.0.1.")
 @click.option("--service.port", "service_port", type=int, help="Backend port.")
+@click.option(
+    "--service.identity-group",
+    "service_identity_group",
+    multiple=True,
+    help="Extra identity group to advertise: model=* or all (repeatable).",
+)
 @click.option("--backend", help="Backend base URL (alternative to --service.host/port).")
 @click.option(
     "--subprocess", "subprocess_cmd", help="Command that starts the backend; stopped with the node."

@@ -41,6 +41,9 @@ class Config:
     service_name: str = ""
     service_host: str = "127.0.0.1"
     service_port: int = 0
+    service_identity_group: tuple[str, ...] = ()
+    """Extra identity groups to advertise besides ``model=<id>`` for each backend model:
+    ``model=*`` (serve any model name, tier 2) or ``all`` (tier 3)."""
     backend: str = ""
     """Base URL of the local OpenAI-compatible backend; alternative to service host/port."""
     subprocess: str = ""
@@ -155,6 +158,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"backend must be an http(s) URL, not {cfg.backend!r}")
     if cfg.subprocess and not cfg.backend_url:
         raise ConfigError("--subprocess needs --service.port or --backend to know where it listens")
+    for group in cfg.service_identity_group:
+        if group not in ("model=*", "all") and not (group.startswith("model=") and len(group) > 6):
+            raise ConfigError(f"identity group must be model=<id>, model=* or all, not {group!r}")
     if cfg.log_format not in ("auto", "json", "console"):
         raise ConfigError("log_format must be auto, json or console")
     for port_name in ("http_port", "p2p_port"):

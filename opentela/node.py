@@ -120,7 +120,9 @@ async def run(cfg: Config) -> None:
                     await to_aio(backend.open)()
                     server = ForwardServer(backend, cfg.service_name or "llm", peer_id)
                     host.set_handler(FORWARD_PROTOCOL, server.handle)
-                    agent = WorkerAgent(sync, server, backend, cfg.service_name or "llm")
+                    agent = WorkerAgent(
+                        sync, server, backend, cfg.service_name or "llm", cfg.service_identity_group
+                    )
                     if cfg.subprocess:
                         await nursery.start(run_backend, cfg.subprocess, agent.on_backend_exit)
                     await nursery.start(agent.run)
@@ -166,6 +168,8 @@ async def run(cfg: Config) -> None:
                     connected=host.connected_peers,
                     stats=stats,
                     now=trio.current_time,
+                    # A node with bootstraps is ready once it reached one; a first node at once.
+                    joined=lambda: not (cfg.bootstrap or cfg.bootstrap_url) or bool(sync.peers()),
                 )
                 gateway = Gateway(view, forwarder, cfg.max_body_bytes)
                 runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True)

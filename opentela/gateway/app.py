@@ -37,6 +37,7 @@ class NodeView:
     connected: Callable[[], list[str]]
     stats: Callable[[], dict[str, Any]]
     now: Callable[[], float]
+    joined: Callable[[], bool]
 
 
 def shape_problem(path: str, obj: dict[str, Any]) -> str | None:
@@ -110,6 +111,7 @@ class Gateway:
         r.add_get("/v1/dnt/bootstraps", self.bootstraps)
         r.add_get("/v1/dnt/stats", self.stats)
         r.add_get("/v1/health", self.health)
+        r.add_get("/v1/health/ready", self.ready)
         return app
 
     # -- request helpers -------------------------------------------------------------------------
@@ -328,6 +330,15 @@ class Gateway:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.node.stats())
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness (e.g. for Kubernetes): joined the overlay and holds a table."""
+        snap = self.node.snapshot()
+        ok = self.node.joined() and snap.self_id in snap.entries
+        return web.json_response(
+            {"ready": ok, "peers": sum(1 for e in snap.entries.values() if e.alive) - 1},
+            status=200 if ok else 503,
+        )
 
     async def health(self, request: web.Request) -> web.Response:
         snap = self.node.snapshot()

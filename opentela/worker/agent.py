@@ -20,12 +20,18 @@ log = structlog.get_logger("opentela.worker")
 
 class WorkerAgent:
     def __init__(
-        self, sync: TableSync, server: ForwardServer, backend: Backend, service_name: str
+        self,
+        sync: TableSync,
+        server: ForwardServer,
+        backend: Backend,
+        service_name: str,
+        extra_groups: tuple[str, ...] = (),
     ) -> None:
         self.sync = sync
         self.server = server
         self.backend = backend
         self.service_name = service_name
+        self.extra_groups = extra_groups
         self.health = Health()
         self.backend_exited = False
         self._last_models: tuple[str, ...] = ()
@@ -35,6 +41,7 @@ class WorkerAgent:
         # (it exists, no replica is up) rather than "404, no such model". Routing only ever
         # picks services whose status is ready.
         groups = tuple(f"model={m}" for m in (self.health.models or self._last_models))
+        groups += tuple(g for g in self.extra_groups if g not in groups)
         return Service(self.service_name, READY if self.health.up else "down", groups)
 
     def _publish(self) -> None:

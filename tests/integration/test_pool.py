@@ -3,8 +3,11 @@ driven with the official openai SDK through every entry point."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -137,13 +140,60 @@ def test_upstream_compatible_routes(pool: Pool) -> None:
     assert headers["X-Computing-Node"] == pool.w2.peer_id
 
 
-def test_identity_group_fallback_tiers(pool: Pool) -> None:
-    # No provider advertises model=* or all, so fallback does not make an unknown model routable.
-    status, _, _ = http_json(f"{pool.head.url}/v1/chat/completions", "POST", {"model": "zzz"})
+def test_identity_group_fallback_tiers(pool: Pool, tmp_path) -> None:
+    # The shared pool advertises exact models only: fallback cannot route an unknown model.
+    body = {"model": "zzz", "messages": [{"role": "user", "content": "x"}]}
+    status, _, _ = http_json(f"{pool.head.url}/v1/chat/completions", "POST", body)
     assert status == 404
+    c = Cluster(tmp_path)
+    try:
+        _, up = c.upstream("up-any", "model-x")
+        head = c.node("head", "127.0.0.6")
+        boot = ["--bootstrap", head.maddr, "--service.port", str(up)]
+        star = c.node("star", "127.0.0.7", *boot, "--service.identity-group", "model=*")
+        every = c.node("all", "127.0.0.8", *boot, "--service.identity-group", "all")
+        wait_for(
+            lambda: head.models() == ["model-x"] and len(_ready_workers(head)) == 2,
+            15,
+            what="tiers",
+        )
+
+        def ask(fallback: str) -> str | None:
+            """Which peer served the request (the fake backend itself rejects the unknown
+            name, but the header says where the gateway routed it); None if nowhere."""
+            url = f"{head.url}/v1/service/llm/v1/chat/completions"
+            req = urllib.request.Request(
+                url, json.dumps(body).encode(), {"X-Otela-Fallback": fallback}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.headers["X-Computing-Node"]
+            except urllib.error.HTTPError as e:
+                return e.headers.get("X-Computing-Node")
+
+        assert ask("0") is None
+        assert ask("1") == star.peer_id  # tier 2 (model=*) beats tier 3 (all)
+        assert ask("2") == star.peer_id
+        star.proc.stop()
+        wait_for(lambda: len(_ready_workers(head)) == 1, 5, what="star left")
+        assert ask("1") is None
+        assert ask("2") == every.peer_id  # tier 3 only when the client allows it
+    finally:
+        c.close()
+
+
+def _ready_workers(node: Node) -> list[str]:
+    _, _, table = http_json(f"{node.url}/v1/dnt/table")
+    return [
+        v["id"]
+        for v in table.values()
+        if v["role"] == "worker" and v["state"] == "alive" and v["status"] == "ready"
+    ]
 
 
 def test_introspection_endpoints(pool: Pool) -> None:
+    status, _, ready = http_json(f"{pool.w1.url}/v1/health/ready")
+    assert status == 200 and ready["ready"] is True
     _, _, health = http_json(f"{pool.w1.url}/v1/health")
     assert (
         health["status"] == "ok" and health["peer_id"] == pool.w1.peer_id and health["peers"] == 2
