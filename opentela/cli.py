@@ -66,6 +66,9 @@ def main() -> None:
     type=float,
     help="Seconds to wait for the next byte from a worker. Default 300.",
 )
+@click.option(
+    "--drain-timeout", type=float, help="Seconds to finish in-flight requests on stop. Default 30."
+)
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> None:

@@ -52,6 +52,8 @@ class Config:
     """Request bodies above this are refused with 413 before anything is forwarded."""
     read_timeout: float = 300.0
     """Seconds a forwarded request may wait for the next byte from the worker."""
+    drain_timeout: float = 30.0
+    """Seconds a stopping node keeps serving its in-flight requests before it leaves."""
     log_format: str = "auto"
     """``json``, ``console`` or ``auto`` (console on a TTY, JSON otherwise)."""
     log_level: str = "info"
@@ -167,5 +169,5 @@ def validate(cfg: Config) -> None:
         port = getattr(cfg, port_name)
         if not 0 < port < 65536:
             raise ConfigError(f"{port_name} must be in 1..65535")
-    if cfg.max_body_bytes <= 0 or cfg.read_timeout <= 0:
+    if cfg.max_body_bytes <= 0 or cfg.read_timeout <= 0 or cfg.drain_timeout < 0:
         raise ConfigError("max_body_bytes and read_timeout must be positive")

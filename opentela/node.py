@@ -11,6 +11,7 @@ import json
 import random
 import signal
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,7 @@ from .overlay import identity
 from .overlay.host import Host, StreamFailed, open_host
 from .overlay.streams import StreamPool
 from .platform.gpu import detect_gpus
-from .table.record import READY, Gpu, NodeRecord, Service
+from .table.record import DRAINING, READY, Gpu, NodeRecord, Service
 from .table.sync import TableSync
 from .worker.agent import WorkerAgent
 from .worker.backend import Backend
@@ -80,6 +81,45 @@ async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
         else:
             await trio.sleep(delay)
             delay = min(delay * 2, BOOTSTRAP_BACKOFF_S[1])
+
+
+async def drain(
+    sync: TableSync,
+    server: ForwardServer | None,
+    forwarder: Forwarder,
+    timeout_s: float,
+    signals: AsyncIterator[int],
+) -> None:
+    """Advertise ``draining`` (peers stop sending new work at once), refuse new forwarded
+    requests (entries retry them elsewhere), and let in-flight ones finish, for at most
+    ``timeout_s``; a second signal cuts the wait short."""
+    sync.update(status=DRAINING)
+    if server is not None:
+        server.draining = True
+
+    def busy() -> int:
+        return (server.in_flight if server is not None else 0) + forwarder.in_flight()
+
+    log.info("node.draining", in_flight=busy(), timeout_s=timeout_s)
+    start = trio.current_time()
+    with trio.move_on_after(timeout_s) as scope:
+        async with trio.open_nursery() as nursery:
+
+            async def second_signal() -> None:
+                async for _ in signals:
+                    log.warning("node.drain_interrupted")
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(second_signal)
+            while busy():
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    log.info(
+        "node.drained",
+        waited_s=round(trio.current_time() - start, 3),
+        unfinished=busy(),
+        timed_out=scope.cancelled_caught,
+    )
 
 
 async def run(cfg: Config) -> None:
@@ -188,6 +228,8 @@ async def run(cfg: Config) -> None:
                 async for sig in signals:
                     log.info("node.stopping", signal=signal.Signals(sig).name)
                     break
+                server = agent.server if agent is not None else None
+                await drain(sync, server, forwarder, cfg.drain_timeout, signals)
                 await sync.leave()
                 await to_aio(runner.cleanup)()
                 if backend is not None:

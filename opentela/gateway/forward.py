@@ -63,6 +63,9 @@ class Forwarder:
         self.stats = ForwardStats()
         self.rng = random.Random()
 
+    def in_flight(self) -> int:
+        return sum(self.stats.in_flight.values())
+
     # -- trio side ---------------------------------------------------------------------------
 
     async def _open(self, peer_id: str, head: dict, body: bytes) -> PeerStream:

@@ -162,6 +162,8 @@ class TableSync:
                 self.update(status=self._own.status)
                 continue
             self.host.add_peer_addrs(r.peer_id, list(r.addrs))
+            # News from an author means it is up (maybe restarted): forget failed dials to it.
+            self.host.unblock(r.peer_id)
             log.info(
                 "table.record",
                 peer=r.peer_id,

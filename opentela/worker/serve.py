@@ -41,6 +41,7 @@ class ForwardServer:
         self.service_name = service_name
         self.self_id = self_id
         self.available = False  # set by the health loop; while False we refuse (retryably)
+        self.draining = False  # set when the node stops: finish what runs, refuse the rest
         self.in_flight = 0
         self.served = 0
         self.cancelled = 0
@@ -108,7 +109,7 @@ class ForwardServer:
 
     async def _serve_one(self, stream: PeerStream, head: dict, body: bytes) -> None:
         service = head.get("service") or self.service_name
-        if service != self.service_name or not self.available:
+        if service != self.service_name or not self.available or self.draining:
             await stream.send(
                 error_frame(
                     503,

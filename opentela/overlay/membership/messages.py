@@ -247,7 +247,9 @@ def decode(data: bytes) -> Message:
     f = _fields(f, 2, "message")
     version = _int(f[0], "version")
     if version != VERSION:
-        raise MessageError(f"unsupported membership protocol version {version} (we speak {VERSION})")
+        raise MessageError(
+            f"unsupported membership protocol version {version} (we speak {VERSION})"
+        )
     kind = _int(f[1], "message kind")
     if kind == PING:
         f = _fields(f, 6, "ping")
