@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .worker.subprocess import die_with_parent
+
 DEFAULT_ALIAS = "smollm2-135m"
 
 
@@ -88,7 +90,11 @@ class Demo:
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.tmp / f"{name}.log").open("wb")
         popen = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         self.procs.append((name, popen))
 
@@ -179,6 +185,9 @@ PY
 Press Ctrl-C to stop every process the demo started."""
 
     def stop(self) -> None:
+        # A second Ctrl-C must not leave half-stopped workers (and orphaned servers) behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # Workers first (each stops its own llama.cpp server), then the head.
         for _, p in reversed(self.procs):
             if p.poll() is None:
@@ -200,7 +209,9 @@ Press Ctrl-C to stop every process the demo started."""
 
 def run(workers: int, model: str | None, host: str, http_port: int, ready_timeout_s: float) -> int:
     demo = Demo(workers, Path(model).expanduser() if model else None, host, http_port)
+    # Both stop the demo, even when started from a shell that ignores SIGINT in the background.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         print(f"starting a head and {workers} worker(s) on {host} (logs in {demo.tmp})", flush=True)
         demo.start()

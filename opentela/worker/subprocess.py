@@ -1,14 +1,18 @@
 """Run the backend command (``--subprocess``) under the node's supervision.
 
-The command runs through the shell in its own session, so stopping it signals the whole
-process group (``vllm serve`` forks workers): SIGTERM, then SIGKILL after a grace period.
-Its output is passed through line by line with a ``[backend]`` prefix.
+The command is split like a shell would (``shlex``) and executed directly, in its own session,
+so stopping it signals the whole process group (``vllm serve`` forks workers): SIGTERM, then
+SIGKILL after a grace period. If the node itself is killed (SIGKILL, OOM), the kernel sends the
+backend SIGTERM (``PR_SET_PDEATHSIG``), so no server is left holding a GPU. Its output is
+passed through line by line with a ``[backend]`` prefix. Use ``bash -c '...'`` for pipes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -41,6 +45,16 @@ async def _pump(stream: trio.abc.ReceiveStream, prefix: bytes) -> None:
         out.flush()
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` for processes forked from a long-lived *main* thread (e.g. the demo
+    launcher): the child gets SIGTERM when its parent dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 async def run_backend(
     command: str,
     on_exit: Callable[[int], None],
@@ -48,9 +62,11 @@ async def run_backend(
     task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Start ``command``; report its exit through ``on_exit``; stop it when cancelled."""
+    argv = shlex.split(command)
+    if not argv:
+        raise ValueError("--subprocess is empty")
     proc = await trio.lowlevel.open_process(
-        command,
-        shell=True,
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -65,7 +81,7 @@ async def run_backend(
             code = await proc.wait()
             log.warning("backend.exited", pid=proc.pid, code=code)
             on_exit(code)
-            _signal_group(proc, signal.SIGTERM)  # orphans of the shell still hold the pipe
+            _signal_group(proc, signal.SIGTERM)  # its own children may still hold the pipe
     finally:
         if proc.returncode is None:
             with trio.CancelScope(shield=True):
