@@ -69,6 +69,22 @@ def main() -> None:
 @click.option(
     "--drain-timeout", type=float, help="Seconds to finish in-flight requests on stop. Default 30."
 )
+@click.option(
+    "--slurm.drain-before",
+    "slurm_drain_before",
+    help="In a Slurm job: drain this long before the time limit (300, 5m). Default 5m.",
+)
+@click.option(
+    "--slurm.resubmit",
+    "slurm_resubmit",
+    type=click.Path(exists=True, dir_okay=False),
+    help="In a Slurm job: sbatch this script before the limit; drain once it serves.",
+)
+@click.option(
+    "--slurm.resubmit-before",
+    "slurm_resubmit_before",
+    help="How long before the limit to submit the successor. Default 15m.",
+)
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> None:
@@ -144,8 +160,15 @@ def demo(workers: int, model: str | None, host: str, http_port: int, ready_timeo
     sys.exit(code)
 
 
+def _slurm_txt(info: dict[str, str], now: float) -> str:
+    if not info.get("job"):
+        return "-"
+    left = f", ends in {max(0, int(float(info['end']) - now)) // 60}m" if info.get("end") else ""
+    return f"{info['job']}{'@' + info['partition'] if info.get('partition') else ''}{left}"
+
+
 def _fmt_table(data: dict[str, Any]) -> str:
-    rows = [("PEER", "ROLE", "STATUS", "STATE", "MODELS", "GPUS", "LOAD", "SEEN")]
+    rows = [("PEER", "ROLE", "STATUS", "STATE", "MODELS", "GPUS", "LOAD", "SEEN", "SLURM JOB")]
     now = time.time()
     for node in sorted(data.values(), key=lambda n: (n.get("role", ""), n.get("id", ""))):
         models = sorted(
@@ -170,6 +193,7 @@ def _fmt_table(data: dict[str, Any]) -> str:
                 gpu_txt,
                 str(node.get("load", 0)),
                 f"{max(0, int(now - node.get('last_seen', now)))}s ago",
+                _slurm_txt(node.get("slurm") or {}, now),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

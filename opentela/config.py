@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .platform.slurm import parse_duration
+
 
 class ConfigError(ValueError):
     pass
@@ -54,6 +56,12 @@ class Config:
     """Seconds a forwarded request may wait for the next byte from the worker."""
     drain_timeout: float = 30.0
     """Seconds a stopping node keeps serving its in-flight requests before it leaves."""
+    slurm_drain_before: str = "5m"
+    """In a Slurm job: start draining this long before the time limit (``300``, ``5m``...)."""
+    slurm_resubmit: str = ""
+    """In a Slurm job: ``sbatch`` this script before the limit and hand the model over to it."""
+    slurm_resubmit_before: str = "15m"
+    """How long before the limit the successor is submitted (queue wait + model load + drain)."""
     log_format: str = "auto"
     """``json``, ``console`` or ``auto`` (console on a TTY, JSON otherwise)."""
     log_level: str = "info"
@@ -69,6 +77,14 @@ class Config:
     @property
     def effective_role(self) -> str:
         return self.role or ("worker" if self.backend_url else "head")
+
+    @property
+    def slurm_drain_before_s(self) -> float:
+        return parse_duration(self.slurm_drain_before)
+
+    @property
+    def slurm_resubmit_before_s(self) -> float:
+        return parse_duration(self.slurm_resubmit_before)
 
     @property
     def home_path(self) -> Path:
@@ -163,6 +179,13 @@ def validate(cfg: Config) -> None:
     for group in cfg.service_identity_group:
         if group not in ("model=*", "all") and not (group.startswith("model=") and len(group) > 6):
             raise ConfigError(f"identity group must be model=<id>, model=* or all, not {group!r}")
+    for name in ("slurm_drain_before", "slurm_resubmit_before"):
+        try:
+            parse_duration(getattr(cfg, name))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from exc
+    if cfg.slurm_resubmit and not Path(cfg.slurm_resubmit).expanduser().is_file():
+        raise ConfigError(f"slurm.resubmit: no such script {cfg.slurm_resubmit!r}")
     if cfg.log_format not in ("auto", "json", "console"):
         raise ConfigError("log_format must be auto, json or console")
     for port_name in ("http_port", "p2p_port"):

@@ -8,10 +8,12 @@ once), stop the gateway, stop the backend subprocess, close the host.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -27,7 +29,9 @@ from .gateway.forward import Forwarder
 from .overlay import identity
 from .overlay.host import Host, StreamFailed, open_host
 from .overlay.streams import StreamPool
+from .platform import slurm
 from .platform.gpu import detect_gpus
+from .platform.walltime import run_walltime
 from .table.record import DRAINING, READY, Gpu, NodeRecord, Service
 from .table.sync import TableSync
 from .worker.agent import WorkerAgent
@@ -83,6 +87,34 @@ async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
             delay = min(delay * 2, BOOTSTRAP_BACKOFF_S[1])
 
 
+def slurm_extra(job: slurm.SlurmJob | None) -> dict[str, str]:
+    """Slurm facts published in the record (shown by /v1/dnt/table and ``table``)."""
+    if job is None:
+        return {}
+    out = {
+        "slurm.job": job.job_id,
+        "slurm.partition": job.partition,
+        "slurm.cluster": job.cluster,
+        "slurm.nodes": job.node_list,
+    }
+    if job.end_time is not None:
+        out["slurm.end"] = str(int(job.end_time))
+    return {k: v for k, v in out.items() if v}
+
+
+def successor_serves(sync: TableSync) -> bool:
+    """Another live, ready node advertises every model we serve: safe to hand over."""
+    mine = set(sync.own.models)
+    if not mine:
+        return True
+    snap = sync.store.snapshot(trio.current_time())
+    return any(
+        mine <= set(e.record.models)
+        for pid, e in snap.entries.items()
+        if pid != snap.self_id and e.routable
+    )
+
+
 async def drain(
     sync: TableSync,
     server: ForwardServer | None,
@@ -126,6 +158,9 @@ async def run(cfg: Config) -> None:
     key = identity.load_or_create(cfg.home_path)
     peer_id = identity.peer_id(key)
     gpus = tuple(Gpu(g.name, g.total_memory_mib, g.used_memory_mib) for g in detect_gpus(log))
+    job = await trio.to_thread.run_sync(slurm.detect, dict(os.environ), slurm.run_command)
+    if job is not None:
+        log.info("slurm.job", job=job.job_id, end_time=job.end_time, partition=job.partition)
     role = cfg.effective_role
     services = (Service(cfg.service_name or "llm", "down", ()),) if cfg.backend_url else ()
     http_host = (
@@ -133,7 +168,8 @@ async def run(cfg: Config) -> None:
         if cfg.public_addr and not cfg.public_addr.startswith("/")
         else cfg.http_host
     )
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    with trio.open_signal_receiver(*stop_signals) as signals:
         async with (
             open_asyncio_loop(),
             open_host(key, cfg.p2p_host, cfg.p2p_port, cfg.public_addr) as host,
@@ -149,6 +185,7 @@ async def run(cfg: Config) -> None:
                 services=services,
                 gpus=gpus,
                 software=f"opentela/{__version__}",
+                extra=slurm_extra(job),
             )
             sync = TableSync(host, key, initial, rng=random.Random())
             async with trio.open_nursery() as nursery:
@@ -225,9 +262,37 @@ async def run(cfg: Config) -> None:
                     backend=cfg.backend_url or None,
                 )
                 nursery.start_soon(_bootstrap, cfg, host, sync)
-                async for sig in signals:
-                    log.info("node.stopping", signal=signal.Signals(sig).name)
-                    break
+                stop = trio.Event()
+
+                def start_drain(reason: str) -> None:
+                    if not stop.is_set():
+                        log.info("node.stopping", reason=reason)
+                        stop.set()
+
+                async def first_signal() -> None:
+                    # SIGTERM (scancel, Slurm's time limit, Kubernetes), SIGINT, and Slurm's
+                    # early warning --signal=B:USR1@N all start the same drain.
+                    async for sig in signals:
+                        start_drain(signal.Signals(sig).name)
+                        return
+
+                async with trio.open_nursery() as waiters:
+                    waiters.start_soon(first_signal)
+                    if job is not None:
+                        waiters.start_soon(
+                            partial(
+                                run_walltime,
+                                job,
+                                drain_before_s=cfg.slurm_drain_before_s,
+                                drain_timeout_s=cfg.drain_timeout,
+                                resubmit_script=cfg.slurm_resubmit,
+                                resubmit_before_s=cfg.slurm_resubmit_before_s,
+                                successor_ready=lambda: successor_serves(sync),
+                                start_drain=start_drain,
+                            )
+                        )
+                    await stop.wait()
+                    waiters.cancel_scope.cancel()
                 server = agent.server if agent is not None else None
                 await drain(sync, server, forwarder, cfg.drain_timeout, signals)
                 await sync.leave()

@@ -302,6 +302,11 @@ class Gateway:
                 "public_address": r.addrs[0] if r.addrs else "",
                 "addrs": list(r.addrs),
                 "http_address": r.http_addr,
+                "slurm": {
+                    k.removeprefix("slurm."): v
+                    for k, v in r.extra.items()
+                    if k.startswith("slurm.")
+                },
             }
         return web.json_response(out)
 

@@ -129,6 +129,20 @@ def _announce_addrs(
     return addrs or [_listen_addr("127.0.0.1", port)]
 
 
+async def resolve_dns(addr: str) -> str:
+    """``/dns4/head.example/tcp/43905/p2p/ID`` → ``/ip4/10.0.0.5/tcp/43905/p2p/ID``."""
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[1] not in ("dns", "dns4", "dns6"):
+        return addr
+    family = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6}.get(parts[1], socket.AF_UNSPEC)
+    infos = await trio.socket.getaddrinfo(parts[2], None, family, socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"no address for {parts[2]}")
+    ip = str(infos[0][4][0])
+    parts[1:3] = ["ip6" if ":" in ip else "ip4", ip]
+    return "/".join(parts)
+
+
 class Host:
     """A running libp2p host, reduced to what opentela needs."""
 
@@ -158,7 +172,12 @@ class Host:
             self._raw.get_network().unblock_peer(ID.from_base58(peer_id))  # type: ignore[attr-defined]
 
     async def connect(self, addr: str) -> str:
-        """Dial a ``/.../p2p/<id>`` multiaddr; return the peer id. Raises StreamFailed."""
+        """Dial a ``/.../p2p/<id>`` multiaddr (``/dns``, ``/dns4``, ``/dns6`` names are resolved
+        here: py-libp2p cannot dial them); return the peer id. Raises StreamFailed."""
+        try:
+            addr = await resolve_dns(addr)
+        except OSError as exc:
+            raise StreamFailed(f"cannot resolve {addr!r}: {exc}") from exc
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:
