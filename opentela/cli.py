@@ -67,6 +67,9 @@ def main() -> None:
     help="Seconds to wait for the next byte from a worker. Default 300.",
 )
 @click.option(
+    "--probe-interval", type=float, help="Failure-detector probe period, seconds. Default 0.2."
+)
+@click.option(
     "--drain-timeout", type=float, help="Seconds to finish in-flight requests on stop. Default 30."
 )
 @click.option(

@@ -28,11 +28,23 @@ from .gateway.app import Gateway, NodeView
 from .gateway.forward import Forwarder
 from .overlay import identity
 from .overlay.host import Host, StreamFailed, open_host
+from .overlay.membership import (
+    Effect,
+    MemberDown,
+    MemberLeft,
+    Membership,
+    MembershipConfig,
+    MemberSuspect,
+    MemberUp,
+    Refuted,
+)
+from .overlay.membership.runtime import MembershipRuntime
 from .overlay.streams import StreamPool
 from .platform import slurm
 from .platform.gpu import detect_gpus
 from .platform.walltime import run_walltime
 from .table.record import DRAINING, READY, Gpu, NodeRecord, Service
+from .table.store import ALIVE, DEAD, GONE, SUSPECT, TableStore
 from .table.sync import TableSync
 from .worker.agent import WorkerAgent
 from .worker.backend import Backend
@@ -55,7 +67,7 @@ async def fetch_bootstrap_url(url: str) -> list[str]:
     return [str(a) for a in addrs]
 
 
-async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
+async def _bootstrap(cfg: Config, host: Host, sync: TableSync, swim: MembershipRuntime) -> None:
     """Join through any of the bootstraps; keep trying with backoff; rejoin if isolated."""
     delay = BOOTSTRAP_BACKOFF_S[0]
     while True:
@@ -75,6 +87,7 @@ async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
         for addr in addrs:
             try:
                 pid = await host.connect(addr)
+                swim.join(pid, [addr])
                 await sync.join(pid)
                 log.info("bootstrap.joined", via=addr, peers=len(sync.peers()))
                 break
@@ -85,6 +98,41 @@ async def _bootstrap(cfg: Config, host: Host, sync: TableSync) -> None:
         else:
             await trio.sleep(delay)
             delay = min(delay * 2, BOOTSTRAP_BACKOFF_S[1])
+
+
+class Liveness:
+    """Carries membership verdicts to the one place routing reads them (the table store), and
+    fails the streams of a peer declared dead so waiting requests are retried at once."""
+
+    def __init__(self, host: Host, pool: StreamPool) -> None:
+        self.host = host
+        self.pool = pool
+        self.store: TableStore | None = None
+
+    def on_effect(self, effect: Effect) -> None:
+        now = trio.current_time()
+        store = self.store
+        if store is None:
+            return
+        if isinstance(effect, MemberUp):
+            if effect.addrs:
+                self.host.add_peer_addrs(effect.member_id, list(effect.addrs))
+            self.host.unblock(effect.member_id)
+            if store.liveness(effect.member_id) != ALIVE:
+                log.info("member.up", peer=effect.member_id, incarnation=effect.incarnation)
+            store.set_liveness(effect.member_id, ALIVE, now)
+        elif isinstance(effect, MemberSuspect):
+            log.info("member.suspect", peer=effect.member_id)
+            store.set_liveness(effect.member_id, SUSPECT, now)
+        elif isinstance(effect, MemberDown | MemberLeft):
+            left = isinstance(effect, MemberLeft)
+            log.warning("member.left" if left else "member.down", peer=effect.member_id)
+            store.set_liveness(effect.member_id, GONE if left else DEAD, now)
+            self.pool.abort_peer(
+                effect.member_id, f"peer {effect.member_id[-8:]} is {'gone' if left else 'dead'}"
+            )
+        elif isinstance(effect, Refuted):
+            log.warning("member.refuted", accuser=effect.accuser, incarnation=effect.incarnation)
 
 
 def slurm_extra(job: slurm.SlurmJob | None) -> dict[str, str]:
@@ -187,8 +235,31 @@ async def run(cfg: Config) -> None:
                 software=f"opentela/{__version__}",
                 extra=slurm_extra(job),
             )
-            sync = TableSync(host, key, initial, rng=random.Random())
+            rng = random.Random()
+            membership = Membership(
+                peer_id,
+                MembershipConfig(
+                    probe_interval_s=cfg.probe_interval,
+                    probe_timeout_s=0.4 * cfg.probe_interval,
+                    # Milliseconds since the epoch: a restarted node outranks its old self.
+                    initial_incarnation=int(time.time() * 1000),
+                ),
+                trio.current_time(),
+                addrs=host.addrs(),
+            )
+            pool = StreamPool(host, FORWARD_PROTOCOL)
+            liveness = Liveness(host, pool)
+            swim = MembershipRuntime(host, membership, liveness.on_effect, rng)
+            sync = TableSync(
+                host,
+                key,
+                initial,
+                rng=rng,
+                on_peer=lambda r: swim.join(r.peer_id, list(r.addrs)),
+            )
+            liveness.store = sync.store
             async with trio.open_nursery() as nursery:
+                await nursery.start(swim.run)
                 await nursery.start(sync.run)
                 backend: Backend | None = None
                 agent: WorkerAgent | None = None
@@ -203,7 +274,6 @@ async def run(cfg: Config) -> None:
                     if cfg.subprocess:
                         await nursery.start(run_backend, cfg.subprocess, agent.on_backend_exit)
                     await nursery.start(agent.run)
-                pool = StreamPool(host, FORWARD_PROTOCOL)
                 forwarder = Forwarder(
                     pool,
                     peer_id,
@@ -261,7 +331,7 @@ async def run(cfg: Config) -> None:
                     p2p=host.addrs(),
                     backend=cfg.backend_url or None,
                 )
-                nursery.start_soon(_bootstrap, cfg, host, sync)
+                nursery.start_soon(_bootstrap, cfg, host, sync, swim)
                 stop = trio.Event()
 
                 def start_drain(reason: str) -> None:
@@ -295,6 +365,7 @@ async def run(cfg: Config) -> None:
                     waiters.cancel_scope.cancel()
                 server = agent.server if agent is not None else None
                 await drain(sync, server, forwarder, cfg.drain_timeout, signals)
+                swim.leave()
                 await sync.leave()
                 await to_aio(runner.cleanup)()
                 if backend is not None:

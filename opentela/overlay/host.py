@@ -54,6 +54,8 @@ class PeerStream:
         self._decoder = framing.Decoder()
         self._ready: list[framing.Frame] = []
         self._write_lock = trio.Lock()
+        self._scope: trio.CancelScope | None = None
+        self._abort_reason = ""
         self.broken = False
 
     async def send(self, *frames: bytes) -> None:
@@ -65,12 +67,27 @@ class PeerStream:
             self.broken = True
             raise StreamFailed(f"write to {self.remote_peer[-8:]} failed: {exc!r}") from exc
 
+    def abort(self, reason: str) -> None:
+        """Make a pending (or the next) ``receive`` fail at once: membership declared the
+        peer dead, so waiting for its bytes is pointless. Synchronous on purpose."""
+        self.broken = True
+        self._abort_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
     async def receive(self, timeout_s: float) -> list[framing.Frame]:
         """Return at least one frame (all that are already decoded), or raise StreamFailed."""
         while not self._ready:
+            if self._abort_reason:
+                raise StreamFailed(self._abort_reason)
             try:
-                with trio.fail_after(timeout_s):
-                    data = await self._raw.read(65536)  # type: ignore[attr-defined]
+                with trio.CancelScope() as scope:
+                    self._scope = scope
+                    with trio.fail_after(timeout_s):
+                        data = await self._raw.read(65536)  # type: ignore[attr-defined]
+                self._scope = None
+                if scope.cancelled_caught:
+                    raise StreamFailed(self._abort_reason or "aborted")
             except trio.TooSlowError as exc:
                 self.broken = True
                 raise StreamFailed(f"no data from {self.remote_peer[-8:]} in {timeout_s}s") from exc

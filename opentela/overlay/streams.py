@@ -16,6 +16,7 @@ class StreamPool:
         self._protocol = protocol
         self._max_idle = max_idle_per_peer
         self._idle: dict[str, list[PeerStream]] = {}
+        self._busy: dict[str, set[PeerStream]] = {}
         self.opened = 0
 
     async def acquire(self, peer_id: str) -> PeerStream:
@@ -23,6 +24,7 @@ class StreamPool:
         while idle:
             stream = idle.pop()
             if not stream.broken:
+                self._busy.setdefault(peer_id, set()).add(stream)
                 return stream
         try:
             stream = await self._host.open_stream(peer_id, self._protocol)
@@ -31,9 +33,11 @@ class StreamPool:
             # failure (e.g. the peer restarted): retry once with a deliberate redial.
             stream = await self._host.open_stream(peer_id, self._protocol, redial=True)
         self.opened += 1
+        self._busy.setdefault(peer_id, set()).add(stream)
         return stream
 
     async def release(self, stream: PeerStream) -> None:
+        self._busy.get(stream.remote_peer, set()).discard(stream)
         idle = self._idle.setdefault(stream.remote_peer, [])
         if stream.broken or len(idle) >= self._max_idle:
             await stream.reset()
@@ -41,11 +45,15 @@ class StreamPool:
         idle.append(stream)
 
     async def discard(self, stream: PeerStream) -> None:
+        self._busy.get(stream.remote_peer, set()).discard(stream)
         await stream.reset()
 
-    async def drop_peer(self, peer_id: str) -> None:
+    def abort_peer(self, peer_id: str, reason: str) -> None:
+        """The peer is gone: fail every stream to it now, idle or busy."""
         for stream in self._idle.pop(peer_id, []):
-            await stream.reset()
+            stream.abort(reason)
+        for stream in list(self._busy.get(peer_id, ())):
+            stream.abort(reason)
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())

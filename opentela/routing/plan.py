@@ -43,11 +43,14 @@ def plan(
                 best = Target(pid, svc.name, t)
         if best is not None:
             by_tier.setdefault(best.tier, []).append(best)
+    suspects = {e.record.peer_id for e in snap.routable() if e.suspect}
     out: list[Target] = []
     for t in sorted(by_tier):
         group = sorted(by_tier[t], key=lambda x: x.peer_id)
         rng.shuffle(group)
-        out.extend(group)
+        # A suspect member is tried only after every member nobody suspects.
+        out.extend(x for x in group if x.peer_id not in suspects)
+        out.extend(x for x in group if x.peer_id in suspects)
     return out
 
 

@@ -1,8 +1,11 @@
-"""The local copy of the table plus when each author was last heard from.
+"""The local copy of the table plus the liveness of each author.
 
-Liveness is written in one place (``heard``/``expire``) and read by routing through
-``snapshot()``. Times are the *receiver's* clock, so skewed clocks between sites never make a
-live node look stale.
+Liveness is written in one place, ``set_liveness``, by the membership protocol (SWIM), and
+read by routing through ``snapshot()``. A peer the membership protocol has not reached yet
+(its record arrived through someone else) counts as alive for ``ttl_s`` after that record
+arrived, so a new node is usable at once yet never routed to for long unless it is reachable.
+Times are the *receiver's* clock, so skewed clocks between sites never make a live node look
+stale.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from .merge import merge
 from .record import LEFT, READY, NodeRecord
 from .signing import SignedRecord
 
+ALIVE, SUSPECT, DEAD, GONE = "alive", "suspect", "dead", "left"
+
 
 @dataclass(frozen=True)
 class Entry:
     signed: SignedRecord
     last_seen_s: float
     alive: bool
+    suspect: bool = False
 
     @property
     def record(self) -> NodeRecord:
@@ -52,6 +58,7 @@ class TableStore:
         self._seen: dict[str, float] = {}
         self._floor: dict[str, int] = {}
         self._floor_at: dict[str, float] = {}
+        self._liveness: dict[str, tuple[str, float]] = {}
         self._snapshot: Snapshot | None = None
         self._snapshot_at = 0
 
@@ -90,24 +97,43 @@ class TableStore:
     def records(self) -> dict[str, SignedRecord]:
         return dict(self._records)
 
+    def set_liveness(self, peer_id: str, state: str, now_s: float) -> None:
+        """The membership protocol's verdict: alive, suspect, dead or left."""
+        if self._liveness.get(peer_id, ("", 0.0))[0] != state:
+            self._liveness[peer_id] = (state, now_s)
+            self._snapshot = None
+
+    def liveness(self, peer_id: str) -> str | None:
+        entry = self._liveness.get(peer_id)
+        return entry[0] if entry else None
+
     def alive(self, peer_id: str, now_s: float) -> bool:
         rec = self._records.get(peer_id)
         if rec is None or rec.record.status == LEFT:
             return False
         if peer_id == self.self_id:
             return True
+        state = self._liveness.get(peer_id)
+        if state is not None:
+            return state[0] in (ALIVE, SUSPECT)
         return now_s - self._seen.get(peer_id, -1e18) <= self.ttl_s
 
     def expire(self, now_s: float) -> list[str]:
         """Forget tombstones and long-dead authors; return the dropped ids."""
+
+        def gone(pid: str, seen: float) -> bool:
+            state = self._liveness.get(pid)
+            if state is not None:
+                return state[0] in (DEAD, GONE) and now_s - state[1] > self.tombstone_s
+            return now_s - seen > self.tombstone_s
+
         dropped = [
-            pid
-            for pid, seen in self._seen.items()
-            if pid != self.self_id and now_s - seen > self.tombstone_s
+            pid for pid, seen in self._seen.items() if pid != self.self_id and gone(pid, seen)
         ]
         for pid in dropped:
             rec = self._records.pop(pid, None)
             self._seen.pop(pid, None)
+            self._liveness.pop(pid, None)
             if rec is not None:
                 self._floor[pid] = rec.record.version
                 self._floor_at[pid] = now_s
@@ -125,7 +151,12 @@ class TableStore:
         if snap is not None and self._snapshot_at == int(now_s):
             return snap
         entries = {
-            pid: Entry(s, self._seen.get(pid, now_s), self.alive(pid, now_s))
+            pid: Entry(
+                s,
+                self._seen.get(pid, now_s),
+                self.alive(pid, now_s),
+                self._liveness.get(pid, ("", 0.0))[0] == SUSPECT,
+            )
             for pid, s in self._records.items()
         }
         snap = Snapshot(self.self_id, entries)

@@ -7,14 +7,18 @@
 - Every ``AE_INTERVAL_S`` it exchanges a 16-byte digest hash with one random peer and, on a
   mismatch, the per-author versions, then pulls and pushes the difference. A lost push is
   repaired within a few intervals; nothing depends on a message arriving.
-- A record is refreshed every ``REFRESH_S``; an author not heard from for ``TTL_S`` is not
-  routed to. A node that leaves publishes a ``left`` tombstone that peers honour at once.
+- Records are only re-signed when they change: liveness is the membership protocol's job
+  (SWIM, ``overlay/membership``), so idle table traffic is one digest hash per interval,
+  whatever the pool size. A record relayed by a third party counts as alive for ``TTL_S``
+  until membership reaches its author. A node that leaves publishes a ``left`` tombstone that
+  peers honour at once.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -30,8 +34,8 @@ from .signing import InvalidRecord, SignedRecord, sign, verify
 from .store import TableStore
 
 PROTOCOL = "/opentela/table/1"
-REFRESH_S = 10.0  # how often a node re-signs its record (its heartbeat)
-TTL_S = 3 * REFRESH_S  # not heard from for this long → not routed to
+TTL_S = 30.0  # a record membership has not confirmed is routable this long after it arrived
+MAINTENANCE_S = 5.0  # how often forgotten authors are expired
 AE_INTERVAL_S = 2.0  # anti-entropy period (one random peer per period)
 EXCHANGE_TIMEOUT_S = 3.0  # bound on any one control-plane exchange
 MAX_RECORDS_PER_MESSAGE = 512
@@ -47,12 +51,14 @@ class TableSync:
         initial: NodeRecord,
         *,
         rng: random.Random | None = None,
+        on_peer: Callable[[NodeRecord], None] | None = None,
     ) -> None:
         self.host = host
         self._key = key
         self._rng = rng or random.Random()
         self.store = TableStore(host.peer_id, TTL_S)
         self._own = initial
+        self._on_peer = on_peer
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self.stats = {"rejected": 0, "pushes_sent": 0, "syncs": 0, "bytes_sent": 0}
@@ -164,6 +170,8 @@ class TableSync:
             self.host.add_peer_addrs(r.peer_id, list(r.addrs))
             # News from an author means it is up (maybe restarted): forget failed dials to it.
             self.host.unblock(r.peer_id)
+            if self._on_peer is not None and r.status != LEFT:
+                self._on_peer(r)
             log.info(
                 "table.record",
                 peer=r.peer_id,
@@ -262,17 +270,14 @@ class TableSync:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.host.set_handler(PROTOCOL, self.handle)
-            nursery.start_soon(self._refresh_loop)
+            nursery.start_soon(self._maintenance_loop)
             nursery.start_soon(self._anti_entropy_loop)
             task_status.started()
 
-    async def _refresh_loop(self) -> None:
+    async def _maintenance_loop(self) -> None:
         while True:
-            await trio.sleep(REFRESH_S * self._rng.uniform(0.9, 1.0))
-            if self._own.status != LEFT:
-                self.update()
-            dropped = self.store.expire(trio.current_time())
-            for pid in dropped:
+            await trio.sleep(MAINTENANCE_S)
+            for pid in self.store.expire(trio.current_time()):
                 log.info("table.forgot", peer=pid)
 
     async def _anti_entropy_loop(self) -> None:

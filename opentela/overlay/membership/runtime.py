@@ -1,0 +1,144 @@
+"""The trio driver of ``Membership`` over libp2p: feeds it time and messages, carries out its
+effects.
+
+Messages travel on one long-lived outbound stream per peer (protocol ``/opentela/swim/1``),
+one frame per message: opening a stream per probe would cost ~6 ms and several packets. Each
+peer has a small send queue served by its own task, so a hung peer (SIGSTOP keeps its TCP
+connection open) can only delay messages to itself; a full queue drops, as UDP would, and the
+failure detector copes with loss by design. A broken stream is reopened on the next message,
+after clearing libp2p's negative dial cache: membership decides who is worth dialing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import structlog
+import trio
+
+from .. import framing
+from ..host import Host, PeerStream, StreamFailed
+from .messages import MessageError, decode, encode
+from .state import Effect, Membership, Send
+
+PROTOCOL = "/opentela/swim/1"
+SEND_QUEUE = 32  # messages waiting per peer before new ones are dropped
+SEND_TIMEOUT_S = 1.0  # a write (including dial) that takes longer is abandoned
+MAX_SLEEP_S = 0.05  # upper bound between ticks (deadlines move when messages arrive)
+
+log = structlog.get_logger("opentela.membership")
+
+
+class MembershipRuntime:
+    def __init__(
+        self,
+        host: Host,
+        membership: Membership,
+        on_effect: Callable[[Effect], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = host
+        self.m = membership
+        self._on_effect = on_effect
+        self._rng = rng or random.Random()
+        self._queues: dict[str, trio.MemorySendChannel[bytes]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+        self.stats = {"sent": 0, "received": 0, "dropped": 0, "bytes_sent": 0, "bytes_received": 0}
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def join(self, peer_id: str, addrs: list[str]) -> None:
+        """A peer learned from bootstrap or the table: let SWIM probe it."""
+        if peer_id == self.m.self_id:
+            return
+        state = self.m.members().get(peer_id)
+        if state is not None and state[0] in ("alive", "suspect"):
+            return
+        self._apply(self.m.join(peer_id, addrs, trio.current_time()))
+
+    def leave(self) -> None:
+        self._apply(self.m.leave(trio.current_time()))
+
+    async def handle(self, stream: PeerStream) -> None:
+        """An inbound stream from one peer: every frame is one membership message."""
+        while True:
+            try:
+                frames = await stream.receive(3600.0)
+            except StreamFailed:
+                return
+            now = trio.current_time()
+            for frame in frames:
+                if frame.kind != framing.BODY or not isinstance(frame.payload, bytes):
+                    continue
+                self.stats["received"] += 1
+                self.stats["bytes_received"] += len(frame.payload) + 8
+                try:
+                    msg = decode(frame.payload)
+                except MessageError as exc:
+                    log.warning("membership.bad_message", peer=stream.remote_peer, error=str(exc))
+                    continue
+                self._apply(self.m.receive(stream.remote_peer, msg, now, self._rng))
+
+    # -- effects -----------------------------------------------------------------------------
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect.to_id, encode(effect.msg))
+            else:
+                self._on_effect(effect)
+        self._wake.set()
+
+    def _send(self, peer_id: str, data: bytes) -> None:
+        queue = self._queues.get(peer_id)
+        if queue is None:
+            if self._nursery is None:
+                return
+            queue, receive = trio.open_memory_channel[bytes](SEND_QUEUE)
+            self._queues[peer_id] = queue
+            self._nursery.start_soon(self._sender, peer_id, receive)
+        try:
+            queue.send_nowait(data)
+        except trio.WouldBlock:
+            self.stats["dropped"] += 1
+
+    async def _sender(self, peer_id: str, receive: trio.MemoryReceiveChannel[bytes]) -> None:
+        stream: PeerStream | None = None
+        try:
+            async for data in receive:
+                frame = framing.encode(framing.BODY, data)
+                with trio.move_on_after(SEND_TIMEOUT_S):
+                    try:
+                        if stream is None:
+                            stream = await self.host.open_stream(peer_id, PROTOCOL, redial=True)
+                        await stream.send(frame)
+                        self.stats["sent"] += 1
+                        self.stats["bytes_sent"] += len(frame)
+                        continue
+                    except StreamFailed:
+                        pass
+                # Failed or timed out: drop this message and the stream; the next one redials.
+                self.stats["dropped"] += 1
+                if stream is not None:
+                    await stream.reset()
+                    stream = None
+        finally:
+            if stream is not None:
+                await stream.reset()
+
+    # -- driver ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.host.set_handler(PROTOCOL, self.handle)
+            task_status.started()
+            while True:
+                now = trio.current_time()
+                self._apply(self.m.tick(now, self._rng))
+                self._wake = trio.Event()
+                delay = min(max(0.0, self.m.next_deadline_s() - now), MAX_SLEEP_S)
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
