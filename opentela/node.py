@@ -297,6 +297,12 @@ async def run(cfg: Config) -> None:
                             "streams_idle": pool.idle_count(),
                         },
                         "table": dict(sync.stats),
+                        "membership": {
+                            **swim.stats,
+                            "alive": len(membership.alive_ids()),
+                            "suspect": len(membership.suspect_ids()),
+                            "incarnation": membership.incarnation,
+                        },
                     }
                     if agent is not None:
                         out["worker"] = {

@@ -36,7 +36,7 @@ from .store import TableStore
 PROTOCOL = "/opentela/table/1"
 TTL_S = 30.0  # a record membership has not confirmed is routable this long after it arrived
 MAINTENANCE_S = 5.0  # how often forgotten authors are expired
-AE_INTERVAL_S = 2.0  # anti-entropy period (one random peer per period)
+AE_INTERVAL_S = 5.0  # anti-entropy period (one random peer per period; repairs lost pushes)
 EXCHANGE_TIMEOUT_S = 3.0  # bound on any one control-plane exchange
 MAX_RECORDS_PER_MESSAGE = 512
 

@@ -880,7 +880,10 @@ class Membership:
             if mid in exclude:
                 continue
             m = self._members[mid]
-            u = Alive(mid, m.incarnation, m.addrs)
+            # Without addresses (empty = "unchanged"): a refresh only has to say "this member
+            # exists at this incarnation"; addresses travel with news and introductions, and
+            # opentela's table carries every member's addresses anyway. Halves a Ping.
+            u = Alive(mid, m.incarnation, ())
             size = update_size(u)
             if size > budget:
                 break
