@@ -67,6 +67,12 @@ def main() -> None:
     help="Seconds to wait for the next byte from a worker. Default 300.",
 )
 @click.option(
+    "--routing.policy",
+    "routing_policy",
+    type=click.Choice(["random", "round-robin", "least-loaded", "affinity"]),
+    help="How to pick among replicas. Default least-loaded.",
+)
+@click.option(
     "--probe-interval", type=float, help="Failure-detector probe period, seconds. Default 0.2."
 )
 @click.option(

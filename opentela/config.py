@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .platform.slurm import parse_duration
+from .routing.balance import POLICIES
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,11 @@ class Config:
     """Request bodies above this are refused with 413 before anything is forwarded."""
     read_timeout: float = 300.0
     """Seconds a forwarded request may wait for the next byte from the worker."""
+    routing_policy: str = "least-loaded"
+    """How an entry node picks among replicas of a tier: ``random`` (upstream's),
+    ``round-robin``, ``least-loaded`` (power of two choices over gossiped load plus this
+    node's own in-flight requests) or ``affinity`` (same prompt prefix → same replica, spilling
+    over when it is loaded). See docs/benchmarks.md for the comparison."""
     probe_interval: float = 0.2
     """Seconds between failure-detector probes (SWIM). 0.2 s notices a dead node within ~3 s
     at 25 nodes for ~1 KB/s per node; raise it (e.g. 1.0) for pools spread over a WAN."""
@@ -195,6 +201,8 @@ def validate(cfg: Config) -> None:
         port = getattr(cfg, port_name)
         if not 0 < port < 65536:
             raise ConfigError(f"{port_name} must be in 1..65535")
+    if cfg.routing_policy not in POLICIES:
+        raise ConfigError(f"routing.policy must be one of {', '.join(POLICIES)}")
     if not 0.05 <= cfg.probe_interval <= 30:
         raise ConfigError("probe_interval must be between 0.05 and 30 seconds")
     if cfg.max_body_bytes <= 0 or cfg.read_timeout <= 0 or cfg.drain_timeout < 0:

@@ -30,5 +30,6 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     )
     # Libraries log through the standard library; keep them quiet unless they are loud.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
-    for noisy in ("libp2p", "multiaddr", "aiohttp.access", "trio_asyncio", "asyncio"):
+    for noisy in ("multiaddr", "aiohttp.access", "trio_asyncio", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # see overlay/host.py

@@ -25,6 +25,7 @@ from . import __version__
 from .aio_bridge import open_asyncio_loop, to_aio
 from .config import Config
 from .gateway.app import Gateway, NodeView
+from .gateway.balancer import Balancer
 from .gateway.forward import Forwarder
 from .overlay import identity
 from .overlay.host import Host, StreamFailed, open_host
@@ -274,6 +275,7 @@ async def run(cfg: Config) -> None:
                     if cfg.subprocess:
                         await nursery.start(run_backend, cfg.subprocess, agent.on_backend_exit)
                     await nursery.start(agent.run)
+                balancer = Balancer(cfg.routing_policy, rng)
                 forwarder = Forwarder(
                     pool,
                     peer_id,
@@ -281,6 +283,7 @@ async def run(cfg: Config) -> None:
                     backend.session if backend else None,
                     cfg.backend_url,
                     local_ready=(lambda: agent.server.available) if agent else (lambda: False),
+                    balancer=balancer,
                 )
 
                 def stats() -> dict[str, Any]:
@@ -324,7 +327,7 @@ async def run(cfg: Config) -> None:
                     # A node with bootstraps is ready once it reached one; a first node at once.
                     joined=lambda: not (cfg.bootstrap or cfg.bootstrap_url) or bool(sync.peers()),
                 )
-                gateway = Gateway(view, forwarder, cfg.max_body_bytes)
+                gateway = Gateway(view, forwarder, balancer, cfg.max_body_bytes)
                 runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True)
                 await to_aio(runner.setup)()
                 site = web.TCPSite(runner, cfg.http_host, cfg.http_port, reuse_address=True)

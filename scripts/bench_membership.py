@@ -137,8 +137,8 @@ def run_size(n: int, kills: int, idle_s: float) -> dict:
 
         detect: list[float] = []
         detect_all: list[float] = []
-        for k in range(kills):
-            victim = live[-1 - k]
+        for _ in range(kills):
+            victim = live[-1]  # never the head (live[0]): the bootstrap for the next phase
             victim["proc"].popen.send_signal(signal.SIGKILL)
             killed = time.time()
             others = [x for x in live if x is not victim]

@@ -20,6 +20,7 @@ from aiohttp import web
 from ..routing.match import max_tier
 from ..routing.plan import Target, models, plan
 from ..table.store import Snapshot
+from .balancer import Balancer
 from .errors import error_body
 from .forward import Forwarder
 
@@ -93,9 +94,12 @@ async def errors_middleware(request: web.Request, handler: Callable) -> web.Stre
 
 
 class Gateway:
-    def __init__(self, node: NodeView, forwarder: Forwarder, max_body_bytes: int) -> None:
+    def __init__(
+        self, node: NodeView, forwarder: Forwarder, balancer: Balancer, max_body_bytes: int
+    ) -> None:
         self.node = node
         self.fwd = forwarder
+        self.balancer = balancer
         self.max_body = max_body_bytes
 
     def app(self) -> web.Application:
@@ -164,14 +168,19 @@ class Gateway:
         return obj
 
     def _targets(
-        self, model: str | None, service: str | None, fallback: str | None
+        self,
+        model: str | None,
+        service: str | None,
+        request: web.Request,
+        body: dict[str, Any] | None,
     ) -> list[Target]:
         snap = self.node.snapshot()
+        fallback = request.headers.get("X-Otela-Fallback")
         targets = plan(
             snap, model, service=service, allowed_tier=max_tier(fallback), rng=self.fwd.rng
         )
         if targets:
-            return targets
+            return self.balancer.arrange(snap, targets, body, request.headers)
         known = any(
             (service is None or s.name == service) and (model is None or model in s.models)
             for e in snap.entries.values()
@@ -208,7 +217,7 @@ class Gateway:
         problem = shape_problem(request.path, obj)
         if problem:
             raise ApiError(400, problem, "invalid_request_error", "invalid_request")
-        targets = self._targets(model, None, request.headers.get("X-Otela-Fallback"))
+        targets = self._targets(model, None, request, obj)
         return await self.fwd.forward(request, targets, request.path_qs, body)
 
     async def list_models(self, request: web.Request) -> web.Response:
@@ -227,7 +236,7 @@ class Gateway:
         model = obj.get("model") if obj else None
         model = model if isinstance(model, str) and model else None
         service = request.match_info["service"]
-        targets = self._targets(model, service, request.headers.get("X-Otela-Fallback"))
+        targets = self._targets(model, service, request, obj)
         return await self.fwd.forward(request, targets, self._tail(request), body)
 
     async def p2p(self, request: web.Request) -> web.StreamResponse:

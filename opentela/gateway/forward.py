@@ -22,6 +22,7 @@ from ..overlay import framing
 from ..overlay.host import PeerStream, StreamFailed
 from ..overlay.streams import StreamPool
 from ..routing.plan import Target
+from .balancer import Balancer
 from .errors import error_body, sse_error_event
 
 MAX_ATTEMPTS = 3
@@ -53,6 +54,7 @@ class Forwarder:
         local_session: aiohttp.ClientSession | None,
         local_backend_url: str,
         local_ready: Callable[[], bool] = lambda: False,
+        balancer: Balancer | None = None,
     ) -> None:
         self.pool = pool
         self.self_id = self_id
@@ -60,6 +62,7 @@ class Forwarder:
         self.local_session = local_session
         self.local_backend_url = local_backend_url
         self.local_ready = local_ready
+        self.balancer = balancer
         self.stats = ForwardStats()
         self.rng = random.Random()
 
@@ -120,6 +123,7 @@ class Forwarder:
                 self.stats.retries += 1
             counts = self.stats.in_flight
             counts[target.peer_id] = counts.get(target.peer_id, 0) + 1
+            ticket = self.balancer.start(target.peer_id) if self.balancer else None
             try:
                 if target.peer_id == self.self_id:
                     resp = await self._forward_local(request, target, path, headers, body, attempts)
@@ -129,6 +133,8 @@ class Forwarder:
                     )
             finally:
                 counts[target.peer_id] -= 1
+                if ticket is not None and self.balancer is not None:
+                    self.balancer.finish(ticket)
             if resp is not None:
                 return resp
         self.stats.failed += 1

@@ -7,6 +7,7 @@ never leaves the tiers the client allowed.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..table.store import Snapshot
@@ -51,6 +52,21 @@ def plan(
         # A suspect member is tried only after every member nobody suspects.
         out.extend(x for x in group if x.peer_id not in suspects)
         out.extend(x for x in group if x.peer_id in suspects)
+    return out
+
+
+def reorder(
+    targets: list[Target], suspects: frozenset[str], order_ids: Callable[[list[str]], list[str]]
+) -> list[Target]:
+    """Apply a balancing policy inside each tier (and inside each liveness class: suspects
+    still go last), keeping the tier order that the client's fallback allows."""
+    out: list[Target] = []
+    groups: dict[tuple[int, bool], list[Target]] = {}
+    for t in targets:
+        groups.setdefault((t.tier, t.peer_id in suspects), []).append(t)
+    for key in sorted(groups):
+        by_id = {t.peer_id: t for t in groups[key]}
+        out.extend(by_id[pid] for pid in order_ids(list(by_id)))
     return out
 
 

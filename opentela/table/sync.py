@@ -31,7 +31,7 @@ from ..overlay.host import Host, PeerStream, StreamFailed
 from . import digest as dg
 from .record import LEFT, NodeRecord
 from .signing import InvalidRecord, SignedRecord, sign, verify
-from .store import TableStore
+from .store import DEAD, GONE, TableStore
 
 PROTOCOL = "/opentela/table/1"
 TTL_S = 30.0  # a record membership has not confirmed is routable this long after it arrived
@@ -227,8 +227,15 @@ class TableSync:
         return {"error": f"unknown op {op!r}"}
 
     def _ages(self, peer_ids: list[str]) -> dict[str, float]:
+        """How old our news of each author is; an author our membership declared dead or
+        gone is sent as stale, so the receiver waits for its own probes before routing."""
         now = trio.current_time()
-        return {p: round(self.store.age(p, now), 3) for p in peer_ids}
+        return {
+            p: TTL_S + 1
+            if self.store.liveness(p) in (DEAD, GONE)
+            else round(self.store.age(p, now), 3)
+            for p in peer_ids
+        }
 
     async def sync_with(self, peer_id: str) -> int:
         """One anti-entropy round with ``peer_id``; returns how many records we learned."""

@@ -9,11 +9,13 @@ from ..aio_bridge import to_aio
 from ..table.record import READY, Service
 from ..table.sync import TableSync
 from .backend import Backend, BackendError
-from .health import Health, force_down, observe
+from .health import Health, force_down, load_worth_publishing, observe
 from .serve import ForwardServer
 
 PROBE_UP_S = 2.0  # probe period while healthy
 PROBE_DOWN_S = 1.0  # faster while down/starting, so a backend that comes up is used at once
+LOAD_TICK_S = 0.25  # how often load is sampled (publishing is rate-limited separately)
+METRICS_PATHS = ("/metrics", "/slots")  # where backends expose their queue, tried in order
 
 log = structlog.get_logger("opentela.worker")
 
@@ -35,6 +37,10 @@ class WorkerAgent:
         self.health = Health()
         self.backend_exited = False
         self._last_models: tuple[str, ...] = ()
+        self.published_load = 0
+        self._published_at = 0.0
+        self._metrics_path: str | None = None  # found on first success; None = not probed yet
+        self._metrics_missing = False
 
     def service(self) -> Service:
         # A down service keeps naming its last models, so entry nodes can answer "503, retry"
@@ -44,11 +50,42 @@ class WorkerAgent:
         groups += tuple(g for g in self.extra_groups if g not in groups)
         return Service(self.service_name, READY if self.health.up else "down", groups)
 
+    def current_load(self, backend_queue: int | None) -> int:
+        """Requests this replica is working on or holding: ours in flight, or the backend's
+        own running + waiting count when it reports one (it also sees other clients)."""
+        return max(self.server.in_flight, backend_queue or 0)
+
+    async def _backend_queue(self) -> int | None:
+        if self._metrics_missing or not self.health.up:
+            return None
+        paths = (self._metrics_path,) if self._metrics_path else METRICS_PATHS
+        for path in paths:
+            assert path is not None
+            load = await to_aio(self.backend.read_load)(path)
+            if load is not None:
+                self._metrics_path = path
+                return load.total
+        if self._metrics_path is None:
+            self._metrics_missing = True  # never ask again; our own in-flight count it is
+            log.info("backend.no_load_metrics", tried=list(METRICS_PATHS))
+        return None
+
+    async def run_load(self) -> None:
+        """Sample load; publish it when it changed enough (``load_worth_publishing``)."""
+        while not self.backend_exited:
+            await trio.sleep(LOAD_TICK_S)
+            current = self.current_load(await self._backend_queue())
+            now = trio.current_time()
+            if load_worth_publishing(self.published_load, current, now - self._published_at):
+                self.published_load, self._published_at = current, now
+                self.sync.update(load=current)
+
     def _publish(self) -> None:
         self.server.available = self.health.up
         if self.health.models:
             self._last_models = self.health.models
-        self.sync.update(services=(self.service(),), load=self.server.in_flight)
+        self.published_load = self.current_load(None)
+        self.sync.update(services=(self.service(),), load=self.published_load)
         if self.health.up:
             log.info(
                 "service.advertised", service=self.service_name, models=list(self.health.models)
@@ -63,7 +100,13 @@ class WorkerAgent:
             self._publish()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run_load)
+            task_status.started()
+            await self._run_health()
+            nursery.cancel_scope.cancel()
+
+    async def _run_health(self) -> None:
         while not self.backend_exited:
             try:
                 models: tuple[str, ...] | None = await to_aio(self.backend.list_models)()

@@ -6,6 +6,9 @@ import json
 
 import aiohttp
 
+from .metrics import BackendLoad
+from .metrics import parse as parse_metrics
+
 
 class BackendError(Exception):
     """The backend could not be reached or answered garbage."""
@@ -48,6 +51,19 @@ class Backend:
         if not isinstance(items, list):
             raise BackendError("/v1/models has no data list")
         return tuple(str(m["id"]) for m in items if isinstance(m, dict) and "id" in m)
+
+    async def read_load(self, path: str, timeout_s: float = 1.0) -> BackendLoad | None:
+        """The backend's own queue (vLLM/SGLang/llama.cpp ``/metrics``, llama.cpp ``/slots``);
+        None when the endpoint is missing or says nothing we understand."""
+        try:
+            async with self.session.get(
+                f"{self.base_url}{path}", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                return parse_metrics(await resp.read())
+        except (TimeoutError, aiohttp.ClientError):
+            return None
 
     async def start(
         self, method: str, path: str, headers: list[list[str]], body: bytes

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Routing policies compared in the real overlay: random, round-robin, least-loaded, affinity.
+
+The pool (all on 127.0.1.x, restarted fresh for every policy so caches start cold):
+
+* 4 workers, each an opentela node fronting ``opentela.testing.cost_upstream``: a fixed number
+  of slots, prefill time proportional to the prompt tokens *not* in its LRU prefix cache, a
+  decode time per output token. Two are fast and two slow (speed 2.0 vs 1.0, like GH200 vs
+  A100).
+* 2 entry nodes, both running the policy under test; requests alternate between them at
+  random, so every decision is made by two independent entry points sharing only the
+  gossiped table.
+* Workload: 20 system prompts (~200 words), many users (a unique ~30-word question each),
+  16 output tokens, streamed. Poisson arrivals at 50 %, 80 % and 95 % of the pool's nominal
+  capacity (computed from the cost model, cache-miss case). Each phase is bounded in time.
+
+Reported per policy and load: TTFT p50/p99, end-to-end p50/p99, throughput, prefix-cache hit
+ratio (tokens served from cache / prompt tokens, summed over workers), requests per worker.
+
+    .venv/bin/python scripts/bench_routing.py [--phase-s 20] [--loads 0.5,0.8,0.95] [--out .bench/routing.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _procs import ProcessGroup, free_port, wait_for_line, wait_until
+
+NODE = [sys.executable, "-m", "opentela.cli"]
+MODEL = "bench-model"
+POLICIES = ("random", "round-robin", "least-loaded", "affinity")
+WORKERS = [("fast1", 2.0), ("fast2", 2.0), ("slow1", 1.0), ("slow2", 1.0)]
+SLOTS = 2
+PREFILL_MS = 1.0
+DECODE_MS = 20.0
+OUT_TOKENS = 16
+SYSTEM_WORDS = 200
+USER_WORDS = 30
+CACHE_TOKENS = 1600  # ~7 of the 20 system prompts per worker: affinity can keep them all warm
+N_SYSTEM = 20
+
+
+def words(rng: random.Random, n: int) -> str:
+    vocab = [f"w{i}" for i in range(5000)]
+    return " ".join(rng.choice(vocab) for _ in range(n))
+
+
+def nominal_capacity() -> float:
+    """Requests/s the pool sustains when every prompt misses the cache (a lower bound)."""
+    prompt = SYSTEM_WORDS + USER_WORDS + 4
+    service_s = (prompt * PREFILL_MS + OUT_TOKENS * DECODE_MS) / 1000
+    return sum(SLOTS * speed / service_s for _, speed in WORKERS)
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))]
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def start_pool(procs: ProcessGroup, tmp: Path, policy: str) -> tuple[list[str], list[str]]:
+    """Returns (entry base URLs, upstream base URLs)."""
+
+    def init(name: str) -> tuple[Path, str]:
+        home = tmp / name
+        subprocess.run([*NODE, "init", "--home", str(home)], check=True, capture_output=True)
+        pid = subprocess.run(
+            [*NODE, "peer-id", "--home", str(home)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        return home, pid
+
+    entries, boot = [], None
+    for e in range(2):
+        host = f"127.0.1.{10 + e}"
+        home, pid = init(f"entry{e}")
+        http, p2p = free_port(host), free_port(host)
+        argv = [*NODE, "start", "--home", str(home), "--http-host", host, "--http-port", str(http),
+                "--p2p-host", host, "--p2p-port", str(p2p), "--routing.policy", policy, "--log-format", "json"]  # fmt: skip
+        if boot:
+            argv += ["--bootstrap", boot]
+        procs.start(f"entry{e}-{policy}", argv)
+        boot = boot or f"/ip4/{host}/tcp/{p2p}/p2p/{pid}"
+        entries.append(f"http://{host}:{http}")
+        if e == 0:
+            wait_until(lambda: get(f"{entries[0]}/v1/health"), 60, "entry up")
+    ups = []
+    for w, (name, speed) in enumerate(WORKERS):
+        up = procs.start(f"up-{name}-{policy}", [
+            sys.executable, "-m", "opentela.testing.cost_upstream", "--port", "0", "--model", MODEL,
+            "--slots", str(SLOTS), "--speed", str(speed), "--prefill-ms-per-token", str(PREFILL_MS),
+            "--decode-ms-per-token", str(DECODE_MS), "--cache-tokens", str(CACHE_TOKENS)])  # fmt: skip
+        url = wait_for_line(up, "READY ", 30).split()[1]
+        ups.append(url)
+        host = f"127.0.1.{20 + w}"
+        home, _ = init(f"{name}")
+        procs.start(f"{name}-{policy}", [*NODE, "start", "--home", str(home), "--http-host", host,
+                    "--http-port", str(free_port(host)), "--p2p-host", host, "--p2p-port", str(free_port(host)),
+                    "--bootstrap", boot, "--backend", url, "--log-format", "json"])  # fmt: skip
+    for entry in entries:
+        wait_until(
+            lambda entry=entry: any(m["id"] == MODEL and m["replicas"] == len(WORKERS) for m in get(f"{entry}/v1/models")["data"]),
+            60, "all replicas routable from every entry", poll_s=0.2,
+        )  # fmt: skip
+    return entries, ups
+
+
+async def one(session: aiohttp.ClientSession, url: str, body: dict, out: list[dict]) -> None:
+    t0 = time.perf_counter()
+    ttft = None
+    try:
+        async with session.post(f"{url}/v1/chat/completions", json=body) as r:
+            if r.status != 200:
+                out.append({"ok": False, "status": r.status})
+                return
+            async for chunk in r.content.iter_any():
+                if ttft is None and b'"content"' in chunk:
+                    ttft = time.perf_counter() - t0
+        out.append(
+            {
+                "ok": True,
+                "ttft": ttft,
+                "e2e": time.perf_counter() - t0,
+                "node": r.headers.get("X-Computing-Node"),
+            }
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        out.append({"ok": False, "error": repr(exc)})
+
+
+async def phase(
+    entries: list[str], rate: float, seconds: float, seed: int
+) -> tuple[list[dict], float]:
+    rng = random.Random(seed)
+    systems = [words(random.Random(1000 + i), SYSTEM_WORDS) for i in range(N_SYSTEM)]
+    out: list[dict] = []
+    tasks = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
+        start = time.perf_counter()
+        t = 0.0
+        while t < seconds:
+            t += rng.expovariate(rate)
+            delay = start + t - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = {
+                "model": MODEL,
+                "stream": True,
+                "max_tokens": OUT_TOKENS,
+                "messages": [
+                    {"role": "system", "content": systems[rng.randrange(N_SYSTEM)]},
+                    {"role": "user", "content": words(rng, USER_WORDS)},
+                ],
+            }
+            tasks.append(asyncio.create_task(one(s, rng.choice(entries), body, out)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return out, elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--phase-s", type=float, default=20.0)
+    ap.add_argument("--loads", default="0.5,0.8,0.95")
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--out", default=".bench/routing.json")
+    args = ap.parse_args()
+    cap = nominal_capacity()
+    loads = [float(x) for x in args.loads.split(",")]
+    results = []
+    print(
+        f"nominal pool capacity {cap:.1f} req/s (all cache misses); phases of {args.phase_s:.0f} s",
+        flush=True,
+    )
+    for policy in args.policies.split(","):
+        tmp = Path(tempfile.mkdtemp(prefix=f"otela-bench-r-{policy}-"))
+        with ProcessGroup(tmp / "logs", stop_timeout=10) as procs:
+            entries, ups = start_pool(procs, tmp, policy)
+            for k, load in enumerate(loads):
+                before = [get(f"{u}/stats") for u in ups]
+                out, elapsed = asyncio.run(phase(entries, load * cap, args.phase_s, seed=k))
+                after = [get(f"{u}/stats") for u in ups]
+                ok = [r for r in out if r["ok"]]
+                prompt = sum(
+                    a["prompt_tokens"] - b["prompt_tokens"]
+                    for a, b in zip(after, before, strict=True)
+                )
+                cached = sum(
+                    a["cached_tokens"] - b["cached_tokens"]
+                    for a, b in zip(after, before, strict=True)
+                )
+                per_worker = {
+                    name: a["requests"] - b["requests"]
+                    for (name, _), a, b in zip(WORKERS, after, before, strict=True)
+                }
+                row = {
+                    "policy": policy, "load": load, "rate": load * cap, "sent": len(out), "ok": len(ok),
+                    "ttft_p50": pct([r["ttft"] for r in ok if r["ttft"]], 50),
+                    "ttft_p99": pct([r["ttft"] for r in ok if r["ttft"]], 99),
+                    "e2e_p50": pct([r["e2e"] for r in ok], 50), "e2e_p99": pct([r["e2e"] for r in ok], 99),
+                    "throughput": len(ok) / elapsed, "hit_ratio": cached / prompt if prompt else 0.0,
+                    "per_worker": per_worker,
+                }  # fmt: skip
+                results.append(row)
+                print(
+                    f"{policy:12} load {load:.0%}: ttft p50/p99 {row['ttft_p50'] * 1000:.0f}/{row['ttft_p99'] * 1000:.0f} ms, "
+                    f"e2e p50/p99 {row['e2e_p50'] * 1000:.0f}/{row['e2e_p99'] * 1000:.0f} ms, {row['throughput']:.1f} req/s, "
+                    f"hit {row['hit_ratio']:.0%}, errors {len(out) - len(ok)}, per worker {per_worker}",
+                    flush=True,
+                )
+    print(
+        "\n| policy | load | TTFT p50 / p99 (ms) | E2E p50 / p99 (ms) | req/s | cache hit | fast1 / fast2 / slow1 / slow2 |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        w = r["per_worker"]
+        print(
+            f"| {r['policy']} | {r['load']:.0%} | {r['ttft_p50'] * 1000:.0f} / {r['ttft_p99'] * 1000:.0f} | "
+            f"{r['e2e_p50'] * 1000:.0f} / {r['e2e_p99'] * 1000:.0f} | {r['throughput']:.1f} | {r['hit_ratio']:.0%} | "
+            f"{w['fast1']} / {w['fast2']} / {w['slow1']} / {w['slow2']} |"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"when": dt.datetime.now(dt.UTC).isoformat(), "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
+                               "capacity": cap, "phase_s": args.phase_s, "results": results}, indent=1))  # fmt: skip
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
