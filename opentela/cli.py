@@ -73,7 +73,7 @@ def main() -> None:
     help="How to pick among replicas. Default least-loaded.",
 )
 @click.option(
-    "--probe-interval", type=float, help="Failure-detector probe period, seconds. Default 0.2."
+    "--probe-interval", type=float, help="Failure-detector probe period, seconds. Default 0.25."
 )
 @click.option(
     "--drain-timeout", type=float, help="Seconds to finish in-flight requests on stop. Default 30."
