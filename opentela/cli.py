@@ -70,7 +70,7 @@ def main() -> None:
     "--routing.policy",
     "routing_policy",
     type=click.Choice(["random", "round-robin", "least-loaded", "affinity"]),
-    help="How to pick among replicas. Default least-loaded.",
+    help="How to pick among replicas. Default affinity.",
 )
 @click.option(
     "--probe-interval", type=float, help="Failure-detector probe period, seconds. Default 0.25."

@@ -55,11 +55,14 @@ class Config:
     """Request bodies above this are refused with 413 before anything is forwarded."""
     read_timeout: float = 300.0
     """Seconds a forwarded request may wait for the next byte from the worker."""
-    routing_policy: str = "least-loaded"
+    routing_policy: str = "affinity"
     """How an entry node picks among replicas of a tier: ``random`` (upstream's),
     ``round-robin``, ``least-loaded`` (power of two choices over gossiped load plus this
-    node's own in-flight requests) or ``affinity`` (same prompt prefix → same replica, spilling
-    over when it is loaded). See docs/benchmarks.md for the comparison."""
+    node's own in-flight requests) or ``affinity`` (consistent hashing of the prompt prefix or
+    session with bounded load: the same prefix goes to the replica that has it cached, and
+    spills to the least loaded one above 1.25x the average). Default ``affinity``: at 80 % load
+    it cut p99 TTFT to 0.15x of ``random`` and doubled the prefix-cache hit ratio
+    (docs/benchmarks.md); without a usable prefix it behaves as ``least-loaded``."""
     probe_interval: float = 0.25
     """Seconds between failure-detector probes (SWIM). Measured on loopback with 25 nodes:
     0.25 s marks a kill -9 dead everywhere within 2.5 s (p99) for ~0.9 KB/s per node; 0.2 s
