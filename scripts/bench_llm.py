@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -172,7 +173,9 @@ def main() -> int:
         threads = max(1, (os.cpu_count() or 2) - 1)
         llama = procs.start(
             "llama",
-            ["sh", "-c", llama_server_command(bundled_model(), DEFAULT_ALIAS, port, threads)],
+            shlex.split(
+                llama_server_command(bundled_model(), DEFAULT_ALIAS, port, threads)
+            ),  # no shell: stop reaches the server
         )
         direct = f"http://127.0.0.1:{port}"
         wait_until(lambda: _get(f"{direct}/v1/models"), 180, "llama.cpp server", procs=[llama])
