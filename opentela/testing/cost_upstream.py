@@ -44,14 +44,14 @@ import contextlib
 import hashlib
 import itertools
 import json
-import signal
-import sys
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from .serving import serve_until_signal
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -529,22 +529,7 @@ async def _serve(args: argparse.Namespace) -> None:
         block_tokens=args.block_tokens,
         tokens=args.tokens,
     )
-    runner = build_runner(app)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        site = web.TCPSite(runner, args.host, args.port)
-        await site.start()
-        port = runner.addresses[0][1]
-        sys.stdout.write(f"READY http://{args.host}:{port}\n")
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_signal(build_runner(app), args.host, args.port)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

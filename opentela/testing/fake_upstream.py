@@ -23,14 +23,14 @@ import contextlib
 import hashlib
 import itertools
 import json
-import signal
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from .serving import serve_until_signal
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 _EMBED_DIMS = 8
@@ -364,23 +364,7 @@ async def _serve(args: argparse.Namespace) -> None:
         token_delay_s=args.token_delay_ms / 1000.0,
         latency_s=args.latency_ms / 1000.0,
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        site = web.TCPSite(runner, args.host, args.port)
-        await site.start()
-        # The real port matters when --port 0 let the OS choose.
-        port = runner.addresses[0][1]
-        sys.stdout.write(f"READY http://{args.host}:{port}\n")
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_signal(web.AppRunner(app, access_log=None), args.host, args.port)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
