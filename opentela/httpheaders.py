@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus those we recompute on each hop.
@@ -20,8 +21,8 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-# Backend quirk: llama.cpp's server answers 400 to any non-UUID X-Request-ID.
-DROP_TO_BACKEND = frozenset({"x-request-id", "x-otela-fallback"})
+# Ours, meaningless to a backend.
+DROP_TO_BACKEND = frozenset({"x-otela-fallback"})
 
 
 def end_to_end(
@@ -35,5 +36,18 @@ def end_to_end(
     return [
         [k, v]
         for k, v in items
-        if (lk := k.lower()) not in HOP_BY_HOP and lk not in listed and lk not in drop
+        if (lk := k.lower()) not in HOP_BY_HOP
+        and lk not in listed
+        and lk not in drop
+        and not (lk == "x-request-id" and not _is_uuid(v))
     ]
+
+
+def _is_uuid(value: str) -> bool:
+    """Backend quirk: llama.cpp's server answers 400 (empty body) to a non-UUID X-Request-ID,
+    so only UUIDs are passed on; vLLM and others still get the client's id when it is one."""
+    try:
+        uuid.UUID(value.strip())
+    except ValueError:
+        return False
+    return True

@@ -181,8 +181,14 @@ def test_drop_set_honoured_case_insensitively() -> None:
         ("Accept", "*/*"),
     ]
     assert end_to_end(headers, DROP_TO_BACKEND) == [["Accept", "*/*"]]
-    # Without the drop set they pass.
-    assert len(end_to_end(headers)) == 4
+    # Without the drop set the fallback headers pass; a non-UUID request id never does.
+    assert len(end_to_end(headers)) == 3
+
+
+def test_request_id_passes_only_when_it_is_a_uuid() -> None:
+    rid = "0b6f1c9e-6f3a-4d0e-9a55-2f1d5c8b7a10"
+    assert end_to_end([("X-Request-ID", rid)]) == [["X-Request-ID", rid]]
+    assert end_to_end([("x-request-id", "req-42")]) == []
 
 
 def test_order_duplicates_and_values_preserved() -> None:
