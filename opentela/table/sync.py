@@ -60,7 +60,6 @@ class TableSync:
         self._own = initial
         self._on_peer = on_peer
         self._nursery: trio.Nursery | None = None
-        self._changed = trio.Event()
         self.stats = {"rejected": 0, "pushes_sent": 0, "syncs": 0, "bytes_sent": 0}
         self._publish_local(initial)
 
@@ -79,7 +78,6 @@ class TableSync:
         signed = sign(rec, self._key)
         self._own = rec
         self.store.apply([signed], trio.current_time() if self._in_trio() else 0.0)
-        self._notify()
         return signed
 
     @staticmethod
@@ -95,13 +93,6 @@ class TableSync:
         rec = replace(self._own, **changes, version=self._next_version(), timestamp=time.time())
         signed = self._publish_local(rec)
         self._broadcast(signed)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
 
     # -- peers ---------------------------------------------------------------------------------
 
@@ -160,6 +151,7 @@ class TableSync:
             for k, v in ages.items():
                 if isinstance(k, str) and isinstance(v, int | float):
                     age_s[k] = float(v)
+        before = self.store.records()
         fresh = self.store.apply(good, trio.current_time(), age_s)
         for rec in fresh:
             r = rec.record
@@ -180,10 +172,18 @@ class TableSync:
                 models=list(r.models),
                 via=source,
             )
-        new_peers = [r for r in fresh if r.record.peer_id != self.host.peer_id]
-        if fresh:
-            self._notify()
-        # Introduce ourselves to anyone we just learned about.
+        # Introduce ourselves to peers that are new to us, or back after leaving or dying; a
+        # routine update (e.g. load) from a peer that already knows us needs no answer.
+        new_peers = [
+            r
+            for r in fresh
+            if r.record.peer_id != self.host.peer_id
+            and (
+                (old := before.get(r.record.peer_id)) is None
+                or old.record.status == LEFT
+                or self.store.liveness(r.record.peer_id) in (DEAD, GONE)
+            )
+        ]
         own = self.store.get(self.host.peer_id)
         if own is not None and self._nursery is not None:
             for rec in new_peers:
