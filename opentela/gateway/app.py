@@ -346,9 +346,11 @@ class Gateway:
         return web.json_response(self.node.stats())
 
     async def ready(self, request: web.Request) -> web.Response:
-        """Readiness (e.g. for Kubernetes): joined the overlay and holds a table."""
+        """Readiness (e.g. for Kubernetes): joined the overlay, holds a table, not draining
+        (a stopping node fails readiness so load balancers send new clients elsewhere)."""
         snap = self.node.snapshot()
-        ok = self.node.joined() and snap.self_id in snap.entries
+        own = snap.entries.get(snap.self_id)
+        ok = self.node.joined() and own is not None and own.record.status == "ready"
         return web.json_response(
             {"ready": ok, "peers": sum(1 for e in snap.entries.values() if e.alive) - 1},
             status=200 if ok else 503,
