@@ -107,9 +107,12 @@ def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> Non
     logs.configure(cfg.log_format, cfg.log_level)
     import trio
 
-    from .node import run
+    from .node import StartupError, run
 
-    trio.run(run, cfg)
+    try:
+        trio.run(run, cfg)
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -203,8 +204,33 @@ async def drain(
     )
 
 
+class StartupError(Exception):
+    """The node cannot start (port taken, unreadable identity...): a message for the user."""
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Bind once before starting: py-libp2p does not report a listen failure, so a node would
+    otherwise announce an address another process owns."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR: connections of a previous life in TIME_WAIT must not count; a live
+        # listener still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
+            ) from exc
+
+
 async def run(cfg: Config) -> None:
-    key = identity.load_or_create(cfg.home_path)
+    check_port_free(cfg.http_host, cfg.http_port, "HTTP (--http-port)")
+    check_port_free(cfg.p2p_host, cfg.p2p_port, "libp2p (--p2p-port)")
+    try:
+        key = identity.load_or_create(cfg.home_path)
+    except identity.IdentityError as exc:
+        raise StartupError(str(exc)) from exc
     peer_id = identity.peer_id(key)
     gpus = tuple(Gpu(g.name, g.total_memory_mib, g.used_memory_mib) for g in detect_gpus(log))
     job = await trio.to_thread.run_sync(slurm.detect, dict(os.environ), slurm.run_command)

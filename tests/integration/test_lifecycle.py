@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 import openai
@@ -170,3 +171,15 @@ def _pid_alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_port_in_use_is_a_clear_error(cluster: Cluster) -> None:
+    head = cluster.node("head", "127.0.0.2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "opentela.cli", "start", "--home", str(cluster.tmp / "other"),
+         "--http-host", "127.0.0.2", "--http-port", "18001", "--p2p-host", head.host,
+         "--p2p-port", str(head.p2p_port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "cannot listen for libp2p" in proc.stderr and "Traceback" not in proc.stderr
