@@ -189,6 +189,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"backend must be an http(s) URL, not {cfg.backend!r}")
     if cfg.subprocess and not cfg.backend_url:
         raise ConfigError("--subprocess needs --service.port or --backend to know where it listens")
+    for addr in cfg.bootstrap:
+        parts = addr.split("/")
+        if not addr.startswith("/") or "p2p" not in parts or parts.index("p2p") + 1 >= len(parts):
+            raise ConfigError(
+                f"bootstrap address {addr!r} must be a multiaddr ending in /p2p/<peer-id>, "
+                "e.g. /ip4/10.0.0.5/tcp/43905/p2p/12D3KooW..."
+            )
     for group in cfg.service_identity_group:
         if group not in ("model=*", "all") and not (group.startswith("model=") and len(group) > 6):
             raise ConfigError(f"identity group must be model=<id>, model=* or all, not {group!r}")

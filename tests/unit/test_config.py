@@ -14,6 +14,9 @@ import opentela
 from opentela import config
 from opentela.config import Config, ConfigError, load, validate
 
+MA = "/ip4/10.0.0.1/tcp/43905/p2p/12D3KooWA"
+MB = "/dns4/head.example/tcp/43905/p2p/12D3KooWB"
+
 
 def write(tmp_path: Path, text: str) -> str:
     p = tmp_path / "otela.yaml"
@@ -89,39 +92,42 @@ def test_env() -> None:
     cfg = load(
         env={
             "OTELA_HTTP_PORT": "9999",
-            "OTELA_BOOTSTRAP": "a, b,,",
+            "OTELA_BOOTSTRAP": f"{MA}, {MB},,",
             "OTELA_SERVICE_NAME": "llm",
             "OTELA_SERVICE_PORT": "8000",
             "OTELA_READ_TIMEOUT": "1.5",
         }
     )
     assert cfg.http_port == 9999
-    assert cfg.bootstrap == ("a", "b")
+    assert cfg.bootstrap == (MA, MB)
     assert cfg.service_name == "llm"
     assert cfg.service_port == 8000
     assert cfg.read_timeout == 1.5
 
 
 def test_env_bootstrap_alias() -> None:
-    assert load(env={"OTELA_BOOTSTRAP_ADDR": "x,y"}).bootstrap == ("x", "y")
+    assert load(env={"OTELA_BOOTSTRAP_ADDR": f"{MA},{MB}"}).bootstrap == (MA, MB)
 
 
 def test_precedence_yaml_env_flags(tmp_path: Path) -> None:
-    path = write(tmp_path, "http_port: 1000\np2p_port: 2000\nlog_level: debug\nbootstrap: [y1]\n")
-    env = {"OTELA_HTTP_PORT": "1001", "OTELA_P2P_PORT": "2001", "OTELA_BOOTSTRAP": "e1,e2"}
+    path = write(
+        tmp_path,
+        "http_port: 1000\np2p_port: 2000\nlog_level: debug\nbootstrap: [/ip4/10.0.0.9/tcp/1/p2p/Y1]\n",
+    )
+    env = {"OTELA_HTTP_PORT": "1001", "OTELA_P2P_PORT": "2001", "OTELA_BOOTSTRAP": f"{MA},{MB}"}
     flags = {"http-port": 1002, "bootstrap": (), "log_level": None}
     cfg = load(path, env=env, flags=flags)
     assert cfg.http_port == 1002  # flag beats env beats YAML
     assert cfg.p2p_port == 2001  # env beats YAML
     assert cfg.log_level == "debug"  # YAML only; None flag does not override
-    assert cfg.bootstrap == ("e1", "e2")  # empty tuple flag does not override
+    assert cfg.bootstrap == (MA, MB)  # empty tuple flag does not override
     assert load(path, env={}).http_port == 1000
 
 
 def test_flags_dotted_and_dashed_names() -> None:
     cfg = load(env={}, flags={"service.name": "llm", "service.port": 7000, "max-body-bytes": 10})
     assert cfg.service_name == "llm" and cfg.service_port == 7000 and cfg.max_body_bytes == 10
-    assert load(env={}, flags={"bootstrap": ("a", "b")}).bootstrap == ("a", "b")
+    assert load(env={}, flags={"bootstrap": (MA, MB)}).bootstrap == (MA, MB)
 
 
 def test_unknown_key_in_yaml(tmp_path: Path) -> None:
@@ -260,3 +266,8 @@ def test_every_field_is_read_outside_config(field: str) -> None:
                 frontier.append(q)
     via = [p for p in used_props if field in props[p]]
     assert _used(field, src) or via, f"Config.{field} is never read outside config.py"
+
+
+def test_bootstrap_must_be_a_p2p_multiaddr() -> None:
+    with pytest.raises(ConfigError, match="/p2p/<peer-id>"):
+        load(env={}, flags={"bootstrap": ("10.0.0.1:43905",)})
