@@ -280,7 +280,11 @@ class Gateway:
                 "id": pid,
                 "role": r.role,
                 "status": r.status,
-                "state": "alive" if e.alive else ("left" if r.status == "left" else "stale"),
+                "state": (
+                    ("suspect" if e.suspect else "alive")
+                    if e.alive
+                    else ("left" if r.status == "left" else "dead")
+                ),
                 "connected": e.alive,
                 "version": r.version,
                 "load": r.load,
