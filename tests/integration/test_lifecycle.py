@@ -144,13 +144,14 @@ def test_subprocess_death_withdraws_service(cluster: Cluster) -> None:
 
 
 def _listener_pid(port: int) -> int:
-    """PID of the process listening on ``port`` (a child we started through the node)."""
+    """PID of the process listening on 127.0.0.1:``port`` (a backend the node started; other
+    loopback addresses may reuse the same port number)."""
     inode = None
     hexport = f"{port:04X}"
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             parts = line.split()
-            if parts[1].endswith(":" + hexport) and parts[3] == "0A":
+            if parts[1] == "0100007F:" + hexport and parts[3] == "0A":  # 127.0.0.1 only
                 inode = parts[9]
     assert inode, f"nobody listens on {port}"
     for pid in os.listdir("/proc"):
