@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
-import json
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -51,9 +50,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import openai_wire as wire
 from .serving import serve_until_signal
-
-_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
 # -- pure parts: tokens, prefix cache, cost ----------------------------------------------------
 
@@ -252,30 +250,20 @@ _CONFIG = web.AppKey("cost_upstream_config", _Config)
 _STATE = web.AppKey("cost_upstream_state", _State)
 
 
-def _error(status: int, message: str, code: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.Response(status=status, text=_DUMPS(body), content_type="application/json")
-
-
-def _json(obj: Any, model: str | None = None) -> web.Response:
-    headers = {"X-Upstream-Model": model} if model else None
-    return web.Response(text=_DUMPS(obj), content_type="application/json", headers=headers)
-
-
 async def _models(request: web.Request) -> web.Response:
     data = [
         {"id": m, "object": "model", "created": 0, "owned_by": "cost-upstream"}
         for m in request.app[_CONFIG].model_list
     ]
-    return _json({"object": "list", "data": data})
+    return wire.json_response({"object": "list", "data": data})
 
 
 async def _health(_request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return wire.json_response({"status": "ok"})
 
 
 async def _stats(request: web.Request) -> web.Response:
-    return _json(request.app[_STATE].stats())
+    return wire.json_response(request.app[_STATE].stats())
 
 
 def metrics_text(stats: dict[str, Any], model: str) -> str:
@@ -299,17 +287,6 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def _max_tokens(body: dict[str, Any], default: int) -> int | None:
-    for key in ("max_tokens", "max_completion_tokens"):
-        value = body.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return None
-        return value
-    return default
-
-
 async def _chat(request: web.Request) -> web.StreamResponse:
     return await _generate(request, chat=True)
 
@@ -320,20 +297,10 @@ async def _completions(request: web.Request) -> web.StreamResponse:
 
 async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     cfg, st = request.app[_CONFIG], request.app[_STATE]
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "Request body is not valid JSON.")
-    if not isinstance(body, dict):
-        return _error(400, "Request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return _error(400, "Missing required parameter: 'model'.")
-    if model not in cfg.models:
-        return _error(404, f"The model '{model}' does not exist.", "model_not_found")
-    n = _max_tokens(body, cfg.tokens)
-    if n is None:
-        return _error(400, "'max_tokens' must be a non-negative integer.")
+    parsed = await wire.read_generation(request, cfg.models, cfg.tokens)
+    if isinstance(parsed, web.Response):
+        return parsed
+    body, model, n = parsed
     tokens = prompt_tokens(body, chat=chat)
     st.requests += 1
     rid = f"{'chatcmpl' if chat else 'cmpl'}-cost{next(st.ids):08x}"
@@ -387,26 +354,9 @@ class _Gen:
             await _sleep_until(t0 + self.cfg.cost.decode_s(self.n))
         finally:
             self._release()
-        text = " ".join(f"tok{i}" for i in range(self.n))
-        if self.chat:
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": "length",
-            }
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
         self._done()
-        return _json(
-            {
-                "id": self.rid,
-                "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created,
-                "model": self.model,
-                "choices": [choice],
-                "usage": self.usage(),
-            },
+        return wire.json_response(
+            wire.completion(self.rid, self.created, self.model, self.n, self.usage(), self.chat),
             self.model,
         )
 
@@ -420,27 +370,11 @@ class _Gen:
         self.st.output_tokens += self.n
 
     def _chunk(self, choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
-        obj: dict[str, Any] = {
-            "id": self.rid,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if extra:
-            obj.update(extra)
-        return b"data: " + _DUMPS(obj).encode() + b"\n\n"
+        return wire.chunk(self.rid, self.created, self.model, self.chat, choices, extra)
 
     async def stream(self) -> web.StreamResponse:
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Upstream-Model": self.model,
-            }
-        )
-        opts = self.body.get("stream_options")
-        include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        resp = wire.sse_response(self.model)
+        include_usage = wire.wants_usage(self.body)
         step = self.cfg.cost.decode_s(1)
         try:
             # Headers go out at once, as vLLM's do; tokens follow the cost model.
@@ -449,20 +383,11 @@ class _Gen:
             n = self.n
             for i in range(max(n, 1)):
                 await _sleep_until(t0 + step * (i + 1) if n else t0)
-                piece = "" if n == 0 else (f"tok{i}" if i == 0 else f" tok{i}")
-                finish = "length" if i >= n - 1 else None
-                if self.chat:
-                    delta: dict[str, Any] = {"content": piece}
-                    if i == 0:
-                        delta = {"role": "assistant", "content": piece}
-                    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                else:
-                    choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}
-                await resp.write(self._chunk([choice]))
+                await resp.write(self._chunk([wire.token_choice(i, n, self.chat)]))
             self._release()
             if include_usage:
                 await resp.write(self._chunk([], {"usage": self.usage()}))
-            await resp.write(b"data: [DONE]\n\n")
+            await resp.write(wire.DONE)
             await resp.write_eof()
         except ConnectionResetError:
             self.st.cancelled += 1

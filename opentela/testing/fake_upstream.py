@@ -22,7 +22,6 @@ import base64
 import contextlib
 import hashlib
 import itertools
-import json
 import struct
 import time
 from dataclasses import dataclass, field
@@ -30,9 +29,9 @@ from typing import Any
 
 from aiohttp import web
 
+from . import openai_wire as wire
 from .serving import serve_until_signal
 
-_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 _EMBED_DIMS = 8
 
 
@@ -59,17 +58,6 @@ _CONFIG = web.AppKey("fake_upstream_config", _Config)
 _STATS = web.AppKey("fake_upstream_stats", _Stats)
 
 
-def _error(status: int, message: str, code: str | None = None) -> web.Response:
-    """Errors use OpenAI's envelope so SDK clients raise their typed exceptions."""
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.Response(status=status, text=_DUMPS(body), content_type="application/json")
-
-
-def _json(obj: Any, model: str | None = None) -> web.Response:
-    headers = {"X-Upstream-Model": model} if model else None
-    return web.Response(text=_DUMPS(obj), content_type="application/json", headers=headers)
-
-
 def _count_words(value: Any) -> int:
     """Rough token count; good enough for usage fields that tests compare loosely."""
     if isinstance(value, str):
@@ -93,52 +81,22 @@ def _track(request: web.Request) -> _Stats:
     return stats
 
 
-async def _read_body(
-    request: web.Request,
-) -> tuple[dict[str, Any], str] | web.Response:
-    """Return (body, model) or the error response the caller should send."""
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "Request body is not valid JSON.")
-    if not isinstance(body, dict):
-        return _error(400, "Request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return _error(400, "Missing required parameter: 'model'.")
-    if model not in request.app[_CONFIG].models:
-        return _error(404, f"The model '{model}' does not exist.", "model_not_found")
-    return body, model
-
-
-def _token_count(body: dict[str, Any], default: int) -> int | None:
-    """None means the request asked for something nonsensical."""
-    for key in ("max_tokens", "max_completion_tokens"):
-        value = body.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return None
-        return value
-    return default
-
-
 async def _models(request: web.Request) -> web.Response:
     _track(request)
     data = [
         {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
         for m in request.app[_CONFIG].model_list
     ]
-    return _json({"object": "list", "data": data})
+    return wire.json_response({"object": "list", "data": data})
 
 
 async def _health(_request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return wire.json_response({"status": "ok"})
 
 
 async def _stats(request: web.Request) -> web.Response:
     s = request.app[_STATS]
-    return _json(
+    return wire.json_response(
         {
             "requests": s.requests,
             "in_flight": s.in_flight,
@@ -160,13 +118,10 @@ async def _completions(request: web.Request) -> web.StreamResponse:
 async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     stats = _track(request)
     cfg = request.app[_CONFIG]
-    parsed = await _read_body(request)
+    parsed = await wire.read_generation(request, cfg.models, cfg.tokens)
     if isinstance(parsed, web.Response):
         return parsed
-    body, model = parsed
-    n = _token_count(body, cfg.tokens)
-    if n is None:
-        return _error(400, "'max_tokens' must be a non-negative integer.")
+    body, model, n = parsed
     prompt_tokens = _count_words(body.get("messages") if chat else body.get("prompt"))
     usage = {
         "prompt_tokens": prompt_tokens,
@@ -182,25 +137,7 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
             await asyncio.sleep(cfg.latency_s)
         if body.get("stream") is True:
             return await _stream(request, stats, cfg, body, model, rid, created, n, usage, chat)
-        text = " ".join(f"tok{i}" for i in range(n))
-        if chat:
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": "length",
-            }
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
-        obj = {
-            "id": rid,
-            "object": "chat.completion" if chat else "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            "usage": usage,
-        }
-        resp = _json(obj, model)
+        resp = wire.json_response(wire.completion(rid, created, model, n, usage, chat), model)
         stats.completed += 1
         return resp
     finally:
@@ -220,53 +157,16 @@ async def _stream(
     chat: bool,
 ) -> web.StreamResponse:
     """Write one SSE event per token; a client hanging up mid-way counts as cancelled."""
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Upstream-Model": model,
-        }
-    )
-    obj_name = "chat.completion.chunk" if chat else "text_completion"
-    opts = body.get("stream_options")
-    include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-
-    def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
-        obj: dict[str, Any] = {
-            "id": rid,
-            "object": obj_name,
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        if extra:
-            obj.update(extra)
-        return b"data: " + _DUMPS(obj).encode() + b"\n\n"
-
+    resp = wire.sse_response(model)
     try:
         await resp.prepare(request)
-        # n == 0 still yields one (empty) chunk so clients always see a finish_reason.
         for i in range(max(n, 1)):
             if i and cfg.token_delay_s > 0:
                 await asyncio.sleep(cfg.token_delay_s)
-            piece = "" if n == 0 else (f"tok{i}" if i == 0 else f" tok{i}")
-            finish = "length" if i >= n - 1 else None
-            if chat:
-                delta: dict[str, Any] = {"content": piece}
-                if i == 0:
-                    delta = {"role": "assistant", "content": piece}
-                choice: dict[str, Any] = {
-                    "index": 0,
-                    "delta": delta,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            else:
-                choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}
-            await resp.write(chunk([choice]))
-        if include_usage:
-            await resp.write(chunk([], {"usage": usage}))
-        await resp.write(b"data: [DONE]\n\n")
+            await resp.write(wire.chunk(rid, created, model, chat, [wire.token_choice(i, n, chat)]))
+        if wire.wants_usage(body):
+            await resp.write(wire.chunk(rid, created, model, chat, [], {"usage": usage}))
+        await resp.write(wire.DONE)
         await resp.write_eof()
     except asyncio.CancelledError:
         stats.cancelled += 1
@@ -293,7 +193,7 @@ def _embedding(text: str, dims: int) -> list[float]:
 
 async def _embeddings(request: web.Request) -> web.Response:
     stats = _track(request)
-    parsed = await _read_body(request)
+    parsed = await wire.read_request(request, request.app[_CONFIG].models)
     if isinstance(parsed, web.Response):
         return parsed
     body, model = parsed
@@ -304,16 +204,16 @@ async def _embeddings(request: web.Request) -> web.Response:
         # A flat list of ints is one tokenised input; otherwise one input per item.
         inputs = [raw] if all(isinstance(x, int) for x in raw) else raw
     else:
-        return _error(400, "'input' must be a string or a non-empty list.")
+        return wire.error(400, "'input' must be a string or a non-empty list.")
     dims = body.get("dimensions")
     if dims is None:
         dims = _EMBED_DIMS
     if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 4096:
-        return _error(400, "'dimensions' must be an integer between 1 and 4096.")
+        return wire.error(400, "'dimensions' must be an integer between 1 and 4096.")
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     for i, item in enumerate(inputs):
-        vec = _embedding(item if isinstance(item, str) else _DUMPS(item), dims)
+        vec = _embedding(item if isinstance(item, str) else wire.DUMPS(item), dims)
         emb: list[float] | str = vec
         if as_base64:
             # The openai SDK asks for base64 by default and decodes float32 little-endian.
@@ -321,7 +221,7 @@ async def _embeddings(request: web.Request) -> web.Response:
         data.append({"object": "embedding", "index": i, "embedding": emb})
     tokens = sum(len(x) if isinstance(x, list) else _count_words(x) for x in inputs)
     stats.completed += 1
-    return _json(
+    return wire.json_response(
         {
             "object": "list",
             "data": data,
