@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import openai
-from conftest import Cluster, free_port, http_json, wait_for
+from conftest import Cluster, Node, free_port, http_json, wait_for
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -99,9 +99,10 @@ def test_backend_down_withdraws_and_comes_back_with_models(cluster: Cluster) -> 
     assert status == 200
 
 
-def test_subprocess_backend_supervised(cluster: Cluster) -> None:
+def subprocess_worker(cluster: Cluster, model: str) -> tuple[Node, Node, int]:
+    """A head, and a worker whose node starts the backend itself (--subprocess)."""
     port = free_port()
-    cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model m-sub"
+    cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model {model}"
     head = cluster.node("head", "127.0.0.2")
     w = cluster.node(
         "w",
@@ -113,6 +114,11 @@ def test_subprocess_backend_supervised(cluster: Cluster) -> None:
         "--subprocess",
         cmd,
     )
+    return head, w, port
+
+
+def test_subprocess_backend_supervised(cluster: Cluster) -> None:
+    head, w, port = subprocess_worker(cluster, "m-sub")
     wait_for(lambda: head.models() == ["m-sub"], 20, what="subprocess backend advertised")
     assert "[backend] READY" in w.proc.log.read_text()
     stats = http_json(f"http://127.0.0.1:{port}/stats")
@@ -124,19 +130,7 @@ def test_subprocess_backend_supervised(cluster: Cluster) -> None:
 
 
 def test_subprocess_death_withdraws_service(cluster: Cluster) -> None:
-    port = free_port()
-    cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model m-die"
-    head = cluster.node("head", "127.0.0.2")
-    w = cluster.node(
-        "w",
-        "127.0.0.3",
-        "--bootstrap",
-        head.maddr,
-        "--service.port",
-        str(port),
-        "--subprocess",
-        cmd,
-    )
+    head, w, port = subprocess_worker(cluster, "m-die")
     wait_for(lambda: head.models() == ["m-die"], 20, what="advertised")
     os.kill(_listener_pid(port), signal.SIGKILL)
     wait_for(lambda: head.models() == [], 3, what="withdrawn as soon as the backend died")
