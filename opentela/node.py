@@ -106,16 +106,14 @@ class Liveness:
     """Carries membership verdicts to the one place routing reads them (the table store), and
     fails the streams of a peer declared dead so waiting requests are retried at once."""
 
-    def __init__(self, host: Host, pool: StreamPool) -> None:
+    def __init__(self, host: Host, pool: StreamPool, store: TableStore) -> None:
         self.host = host
         self.pool = pool
-        self.store: TableStore | None = None
+        self.store = store
 
     def on_effect(self, effect: Effect) -> None:
         now = trio.current_time()
         store = self.store
-        if store is None:
-            return
         if isinstance(effect, MemberUp):
             if effect.addrs:
                 self.host.add_peer_addrs(effect.member_id, list(effect.addrs))
@@ -275,16 +273,16 @@ async def run(cfg: Config) -> None:
                 addrs=host.addrs(),
             )
             pool = StreamPool(host, FORWARD_PROTOCOL)
-            liveness = Liveness(host, pool)
-            swim = MembershipRuntime(host, membership, liveness.on_effect, rng)
             sync = TableSync(
                 host,
                 key,
                 initial,
                 rng=rng,
+                # Every peer the table learns of is handed to membership to probe.
                 on_peer=lambda r: swim.join(r.peer_id, list(r.addrs)),
             )
-            liveness.store = sync.store
+            liveness = Liveness(host, pool, sync.store)
+            swim = MembershipRuntime(host, membership, liveness.on_effect, rng)
             async with trio.open_nursery() as nursery:
                 await nursery.start(swim.run)
                 await nursery.start(sync.run)

@@ -22,6 +22,7 @@ class Balancer:
         self.rng = rng or random.Random()
         self.estimator = LoadEstimator()
         self.state = BalanceState()
+        self._fed: Snapshot | None = None
 
     def arrange(
         self,
@@ -31,9 +32,13 @@ class Balancer:
         headers: Mapping[str, str],
     ) -> list[Target]:
         routable = snap.routable()
-        self.estimator.retain([e.record.peer_id for e in routable])
-        for e in routable:
-            self.estimator.on_record(e.record.peer_id, e.record.version, e.record.load)
+        if snap is not self._fed:
+            # Snapshots are immutable and rebuilt only when the table or liveness changes: feed
+            # the estimator once per snapshot, not on every request.
+            self._fed = snap
+            self.estimator.retain([e.record.peer_id for e in routable])
+            for e in routable:
+                self.estimator.on_record(e.record.peer_id, e.record.version, e.record.load)
         suspects = frozenset(e.record.peer_id for e in routable if e.suspect)
         key = prefix_key(dict(body or {}), headers) if self.policy is Policy.AFFINITY else None
 

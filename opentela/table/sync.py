@@ -77,16 +77,8 @@ class TableSync:
     def _publish_local(self, rec: NodeRecord) -> SignedRecord:
         signed = sign(rec, self._key)
         self._own = rec
-        self.store.apply([signed], trio.current_time() if self._in_trio() else 0.0)
+        self.store.apply([signed], trio.current_time())
         return signed
-
-    @staticmethod
-    def _in_trio() -> bool:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            return False
-        return True
 
     def update(self, **changes: Any) -> None:
         """Change our own record and push it to everyone we know."""
@@ -151,7 +143,7 @@ class TableSync:
             for k, v in ages.items():
                 if isinstance(k, str) and isinstance(v, int | float):
                     age_s[k] = float(v)
-        before = self.store.records()
+        before = {r.record.peer_id: self.store.get(r.record.peer_id) for r in good}
         fresh = self.store.apply(good, trio.current_time(), age_s)
         for rec in fresh:
             r = rec.record
