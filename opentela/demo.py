@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .testing.serving import free_port
 from .worker.subprocess import die_with_parent
 
 DEFAULT_ALIAS = "smollm2-135m"
@@ -64,12 +64,6 @@ def llama_server_command(model: Path, alias: str, port: int, threads: int) -> st
     )  # fmt: skip
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _models(base: str) -> dict[str, int]:
     with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
         return {m["id"]: m.get("replicas", 1) for m in json.loads(r.read())["data"]}
@@ -109,7 +103,7 @@ class Demo:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        p2p = _free_port(self.host)
+        p2p = free_port(self.host)
         common = ["--http-host", self.host, "--p2p-host", self.host, "--log-format", "json"]
         self._spawn(
             "head",
@@ -118,11 +112,11 @@ class Demo:
         )  # fmt: skip
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         for i in range(1, self.workers + 1):
-            port = _free_port("127.0.0.1")
+            port = free_port("127.0.0.1")
             self._spawn(
                 f"worker{i}",
                 [*self._node, "start", "--home", str(self.tmp / f"worker{i}"),
-                 "--http-port", str(_free_port(self.host)), "--p2p-port", str(_free_port(self.host)),
+                 "--http-port", str(free_port(self.host)), "--p2p-port", str(free_port(self.host)),
                  "--bootstrap", f"/ip4/{self.host}/tcp/{p2p}/p2p/{head_id}",
                  "--service.name", "llm", "--service.port", str(port),
                  "--subprocess", llama_server_command(self.model, self.alias, port, threads), *common],

@@ -32,16 +32,17 @@ caller asks for.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from opentela.testing.serving import free_port
+from opentela.worker.subprocess import die_with_parent
 
 try:  # optional
     import psutil
@@ -66,29 +67,6 @@ __all__ = [
 
 class StartupError(RuntimeError):
     """A child did not become ready in time (or exited early)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """On Linux, a preexec hook asking the kernel to SIGTERM the child when we die."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-    return hook
 
 
 class ManagedProcess:
@@ -184,7 +162,7 @@ class ProcessGroup:
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         proc = ManagedProcess(name, popen, out, err)
         self.procs.append(proc)

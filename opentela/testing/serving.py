@@ -1,13 +1,21 @@
-"""Run a test upstream's aiohttp runner until SIGINT/SIGTERM, announcing its real address."""
+"""Running local test servers: a free port to put them on, and the serve-until-signal loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 
 from aiohttp import web
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (bind to 0, read it back, close)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 async def serve_until_signal(runner: web.AppRunner, host: str, port: int) -> None:
