@@ -7,8 +7,11 @@ Layout (data flows one way):
 - ``routing/``  pure matching over table snapshots (never writes the table)
 - ``gateway/``  the HTTP edge (aiohttp inside trio), forwarding over peer streams
 - ``worker/``   the local backend: health, model discovery, subprocess, serving forwarded requests
-- ``platform/`` GPUs (and, later, Slurm)
-- ``node.py``   composition root; ``cli.py`` flags; ``config.py`` the one config tree
+- ``platform/`` GPUs, Slurm (end time, drain, successor jobs)
+- ``access/``   who may join, claim and call: authority key, grants, join tokens, admission (pure)
+- ``store/``    the node's one persistent store (SQLite, or PostgreSQL by URL): join tokens
+- ``node.py``   composition root; ``cli.py`` flags; ``config.py`` the one config tree;
+  ``closed_pool.py`` (``--authority``) and ``stop_budget.py`` (the bounded stop) are its parts
 """
 
 __version__ = "0.1.0"

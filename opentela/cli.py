@@ -11,7 +11,13 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import ConfigError, load
+from .config import ConfigError, load, notes
+
+
+class ConfigProblem(click.ClickException):
+    """A mistake in the settings: one ``Error: ...`` line, exit code 2 (as for a bad flag)."""
+
+    exit_code = 2
 
 
 def _flags(**kw: Any) -> dict[str, Any]:
@@ -32,7 +38,15 @@ def main() -> None:
 )
 @click.option("--home", help="Node directory (identity.key lives here). Default ~/.otela.")
 @click.option(
-    "--role", type=click.Choice(["head", "worker"]), help="Default: worker if a backend is set."
+    "--db",
+    help="The node's store: postgresql://user@host/dbname (shared by several heads). "
+    "Default: SQLite at HOME/opentela.db.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["head", "worker"]),
+    help="head: no model (a backend is an error); worker: needs a backend. "
+    "Default: worker if a backend is set.",
 )
 @click.option("--http-host", help="HTTP listen address. Default 0.0.0.0.")
 @click.option("--http-port", type=int, help="HTTP port. Default 8092.")
@@ -56,9 +70,27 @@ def main() -> None:
     multiple=True,
     help="Extra identity group to advertise: model=* or all (repeatable).",
 )
+@click.option(
+    "--service.allow-path",
+    "service_allow_path",
+    multiple=True,
+    help="Backend route to forward beyond the inference/model/health ones, as a glob on the "
+    "path (repeatable), e.g. /slots/*. Admin routes are refused otherwise.",
+)
+@click.option(
+    "--service.api-key",
+    "service_api_key",
+    help="Key the backend needs (sent as Authorization: Bearer); clients' keys never reach it.",
+)
 @click.option("--backend", help="Backend base URL (alternative to --service.host/port).")
 @click.option(
     "--subprocess", "subprocess_cmd", help="Command that starts the backend; stopped with the node."
+)
+@click.option(
+    "--subprocess.restart",
+    "subprocess_restart",
+    type=click.Choice(["always", "on-failure", "never"]),
+    help="Restart the backend when it exits; not restarted, the node exits. Default on-failure.",
 )
 @click.option("--max-body-bytes", type=int, help="Request body limit (413 above). Default 16 MiB.")
 @click.option(
@@ -94,6 +126,22 @@ def main() -> None:
     "slurm_resubmit_before",
     help="How long before the limit to submit the successor. Default 15m.",
 )
+@click.option(
+    "--authority",
+    help="Public key (ed25519:...) of the authority that admits members: a closed pool.",
+)
+@click.option(
+    "--authority-key",
+    help="The authority's key file: this node grants (issues grants, redeems join tokens).",
+)
+@click.option(
+    "--join-token", help="Join token to trade for this node's grant (or OTELA_JOIN_TOKEN)."
+)
+@click.option("--grant-ttl", help="Validity of the grants this node issues (1h, 30m). Default 1h.")
+@click.option(
+    "--swarm-key",
+    help="Private-network key file (swarm.key of go/js-libp2p, kubo): only holders connect.",
+)
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> None:
@@ -101,18 +149,24 @@ def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> Non
     try:
         cfg = load(config_file, flags=_flags(subprocess=subprocess_cmd, **kw))
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise ConfigProblem(str(exc)) from exc
+    import structlog
+
     from . import logs
 
     logs.configure(cfg.log_format, cfg.log_level)
+    for note in notes(cfg):
+        structlog.get_logger("opentela.config").info("config.note", note=note)
     import trio
 
     from .node import StartupError, run
+    from .overlay.pnet import SwarmKeyError
 
     try:
-        trio.run(run, cfg)
-    except StartupError as exc:
+        code = trio.run(run, cfg)
+    except (StartupError, SwarmKeyError) as exc:
         raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
 
 
 @main.command()
@@ -141,6 +195,21 @@ def peer_id(home: str) -> None:
         click.echo(identity.peer_id(identity.load(Config(home=home).home_path)))
     except identity.IdentityError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.command("swarm-key")
+@click.argument("file", type=click.Path(dir_okay=False))
+def swarm_key(file: str) -> None:
+    """Write a new private-network key to FILE (mode 0600; never overwrites) and print the
+    path. Give every member a copy and start each with --swarm-key FILE."""
+    from .overlay import pnet
+
+    try:
+        path = pnet.write_swarm_key(file)
+    except pnet.SwarmKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"fingerprint {pnet.fingerprint(pnet.load_swarm_key(path))}", err=True)
+    click.echo(str(path))
 
 
 @main.command()
@@ -172,41 +241,79 @@ def demo(workers: int, model: str | None, host: str, http_port: int, ready_timeo
     sys.exit(code)
 
 
-def _slurm_txt(info: dict[str, str], now: float) -> str:
-    if not info.get("job"):
-        return "-"
-    left = f", ends in {max(0, int(float(info['end']) - now)) // 60}m" if info.get("end") else ""
-    return f"{info['job']}{'@' + info['partition'] if info.get('partition') else ''}{left}"
+# -- authority and join tokens (issue 9) ----------------------------------------------------------
+#
+# A command that prints a key or a token prints it as the LAST line of stdout (scripts capture
+# it with `| tail -1`); everything else goes to stderr.
+
+DB_HELP = "The store's database URL (as `start --db`; or OTELA_DB). Default: HOME/opentela.db."
 
 
-def _fmt_table(data: dict[str, Any]) -> str:
-    rows = [("PEER", "ROLE", "STATUS", "STATE", "MODELS", "GPUS", "LOAD", "SEEN", "SLURM JOB")]
-    now = time.time()
-    for node in sorted(data.values(), key=lambda n: (n.get("role", ""), n.get("id", ""))):
-        models = sorted(
-            {
-                g.removeprefix("model=")
-                for s in node.get("service", [])
-                if s.get("status") == "ready"
-                for g in s.get("identity_group", [])
-                if g.startswith("model=")
-            }
-        )
-        gpus = node.get("hardware", {}).get("gpus", [])
-        gpu_txt = f"{len(gpus)}x {gpus[0]['name']}" if gpus else "-"
-        pid = node.get("id", "")
+@main.group()
+def authority() -> None:
+    """The pool's authority key: it signs the grants that admit members."""
+
+
+@authority.command("init")
+@click.option(
+    "--home", default="~/.otela/authority", show_default=True, help="Directory for authority.key."
+)
+def authority_init(home: str) -> None:
+    """Create HOME/authority.key (Ed25519, mode 0600) and print its public key."""
+    from .access import authority as auth
+
+    try:
+        key = auth.create(home)
+    except auth.AuthorityError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote {auth.key_path(home)} (mode 0600): keep it secret, it admits members. "
+        "Nodes take the public key below as --authority; granting nodes also take "
+        "--authority-key with this file.",
+        err=True,
+    )
+    click.echo(auth.public_key_text(key))
+
+
+@authority.command("show")
+@click.option(
+    "--home",
+    default="~/.otela/authority",
+    show_default=True,
+    help="Directory holding authority.key (or the key file).",
+)
+def authority_show(home: str) -> None:
+    """Print the public key of HOME/authority.key (what --authority takes)."""
+    from .access import authority as auth
+
+    try:
+        click.echo(auth.public_key_text(auth.load(home)))
+    except auth.AuthorityError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _utc(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(ts))
+
+
+def _fmt_tokens(infos: list[Any], now: float) -> str:
+    """``token list`` as columns. Pure; never shows a token or its hash (the store has no
+    token, and ``TokenInfo`` carries no hash)."""
+    head = ["ID", "OWNER", "STATUS", "MODELS", "ROLES", "EXPIRES", "CREATED", "LAST USED"]
+    rows = [[*head, "REVOKED"]]
+    for t in infos:
         rows.append(
-            (
-                pid[:6] + "…" + pid[-6:] if len(pid) > 14 else pid,
-                node.get("role", ""),
-                node.get("status", ""),
-                node.get("state", ""),
-                ",".join(models) or "-",
-                gpu_txt,
-                str(node.get("load", 0)),
-                f"{max(0, int(now - node.get('last_seen', now)))}s ago",
-                _slurm_txt(node.get("slurm") or {}, now),
-            )
+            [
+                t.id,
+                t.owner,
+                t.status(now),
+                ",".join(t.models),
+                ",".join(t.roles),
+                _utc(t.expires_at),
+                _utc(t.created_at),
+                _utc(t.last_used_at),
+                _utc(t.revoked_at),
+            ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -214,19 +321,246 @@ def _fmt_table(data: dict[str, Any]) -> str:
     )
 
 
+def _open_store(home: str, db: str | None, create: bool) -> Any:
+    """The store the node in HOME uses; a missing SQLite file is an error unless ``create``
+    (a typo in --home must not answer "no tokens")."""
+    from pathlib import Path
+
+    from .store import StoreError, open_store
+    from .store.url import DB_FILE
+
+    if not db:
+        path = Path(home).expanduser() / DB_FILE
+        if not create and not path.is_file():
+            raise click.ClickException(
+                f"no store at {path} (no token was created with this --home; or give --db)"
+            )
+    try:
+        return open_store(db or Path(home).expanduser())
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _store_call(fn: Any, *args: Any, **kw: Any) -> Any:
+    from .store import StoreError
+
+    try:
+        return fn(*args, **kw)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_home_opt = click.option(
+    "--home",
+    default="~/.otela",
+    show_default=True,
+    envvar="OTELA_HOME",
+    help="The node's home (its store is HOME/opentela.db); or OTELA_HOME.",
+)
+_db_opt = click.option("--db", envvar="OTELA_DB", help=DB_HELP)
+
+
+@main.group()
+def token() -> None:
+    """Join tokens: a node started with --join-token trades one for its grant."""
+
+
+@token.command("create")
+@_home_opt
+@_db_opt
+@click.option("--owner", required=True, help="Who the members admitted by this token belong to.")
+@click.option(
+    "--models",
+    multiple=True,
+    required=True,
+    help="Model ids the members may advertise: a glob ('alice/*') or an exact id (repeatable).",
+)
+@click.option(
+    "--roles",
+    multiple=True,
+    type=click.Choice(["worker", "head", "relay"]),
+    help="Roles the members may take (repeatable). Default worker.",
+)
+@click.option("--ttl", default="30d", show_default=True, help="How long the token can be redeemed.")
+def token_create(
+    home: str, db: str | None, owner: str, models: tuple[str, ...], roles: tuple[str, ...], ttl: str
+) -> None:
+    """Create a join token and print it (once: only its hash is stored)."""
+    from .access import token as tk
+
+    try:
+        ttl_s = tk.parse_ttl(ttl)
+        owner, models, roles = (
+            tk.parse_owner(owner),
+            tk.parse_patterns(models),
+            tk.parse_roles(roles),
+        )
+    except ValueError as exc:
+        raise ConfigProblem(str(exc)) from exc
+    store = _open_store(home, db, create=True)
+    with store:
+        secret, info = _store_call(store.create_token, owner, models, roles, ttl_s)
+    click.echo(
+        f"token {info.id} for {info.owner}, models {', '.join(info.models)}, roles "
+        f"{', '.join(info.roles)}, expires {_utc(info.expires_at)} (stored in {store.where}; "
+        "this is the only time the token is shown)",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@token.command("list")
+@_home_opt
+@_db_opt
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of the tokens.")
+def token_list(home: str, db: str | None, as_json: bool) -> None:
+    """List join tokens: id, owner, models, roles, expiry, last use, revocation."""
+    store = _open_store(home, db, create=False)
+    with store:
+        infos = _store_call(store.list_tokens)
+    if as_json:
+        click.echo(json.dumps([t.to_json() for t in infos], indent=2))
+    elif not infos:
+        click.echo(f"no join tokens in {store.where}", err=True)
+    else:
+        click.echo(_fmt_tokens(infos, time.time()))
+
+
+@token.command("revoke")
+@_home_opt
+@_db_opt
+@click.argument("id_or_token")
+def token_revoke(home: str, db: str | None, id_or_token: str) -> None:
+    """Revoke a join token by its id (tok_...) or by the token itself (otj_...): it cannot be
+    redeemed again and grants issued from it are not renewed."""
+    store = _open_store(home, db, create=False)
+    now = time.time()
+    with store:
+        info = _store_call(store.revoke_token, id_or_token, now=now)
+    if info.revoked_at != now:
+        click.echo(
+            f"token {info.id} ({info.owner}) was already revoked at {_utc(info.revoked_at)}",
+            err=True,
+        )
+    else:
+        click.echo(f"revoked token {info.id} ({info.owner})", err=True)
+
+
+# -- table ----------------------------------------------------------------------------------------
+
+STATE_ORDER = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}  # live rows first
+SHORT_MODELS = 2  # models listed per row before "+N" (all of them with --wide)
+
+
+def _slurm_txt(info: dict[str, str], now: float) -> str:
+    if not info.get("job"):
+        return "-"
+    left = f", ends in {max(0, int(float(info['end']) - now)) // 60}m" if info.get("end") else ""
+    return f"{info['job']}{'@' + info['partition'] if info.get('partition') else ''}{left}"
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s ago"
+    return f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+
+
+def _state(node: dict[str, Any]) -> str:
+    # A tombstone record ("status": "left") is final even if an old node reports it otherwise.
+    return "left" if node.get("status") == "left" else str(node.get("state") or "?")
+
+
+def _backend_txt(services: list[dict[str, Any]]) -> str:
+    """up / down from the advertised service status; "-" for a node with no backend (a head)."""
+    if not services:
+        return "-"
+    up = sum(1 for s in services if s.get("status") == "ready")
+    if up == len(services):
+        return "up"
+    return "down" if up == 0 else f"{up}/{len(services)} up"
+
+
+def _models_txt(node: dict[str, Any], wide: bool) -> str:
+    models = sorted(
+        {
+            g.removeprefix("model=")
+            for s in node.get("service", [])
+            if s.get("status") == "ready"
+            for g in s.get("identity_group", [])
+            if g.startswith("model=")
+        }
+    )
+    if not models:
+        return "-"
+    if wide or len(models) <= SHORT_MODELS:
+        return ",".join(models)
+    return ",".join(models[:SHORT_MODELS]) + f",+{len(models) - SHORT_MODELS}"
+
+
+def _fmt_table(
+    data: dict[str, Any], now: float, self_id: str | None = None, wide: bool = False
+) -> str:
+    """The ``/v1/dnt/table`` answer as columns. Pure: ``now`` is wall-clock seconds (as
+    ``last_seen``); ``self_id`` is the node that answered (default: the entry marked
+    ``"self": true``), shown with ``*``. Only live nodes show models, backend and load: what a
+    dead or departed node last advertised is not in the pool (nor in ``/v1/models``)."""
+    nodes = [n for n in data.values() if isinstance(n, dict)]
+    if self_id is None:
+        self_id = next((str(n.get("id")) for n in nodes if n.get("self") is True), None)
+    head = ["  PEER", "ROLE", "STATUS", "STATE", "BACKEND", "MODELS", "GPUS", "LOAD", "SEEN"]
+    rows = [[*head, "SLURM JOB", *(["HTTP"] if wide else [])]]
+    nodes.sort(
+        key=lambda n: (STATE_ORDER.get(_state(n), 9), str(n.get("role", "")), str(n.get("id")))
+    )
+    for node in nodes:
+        pid = str(node.get("id", ""))
+        state = _state(node)
+        live = state in ("alive", "suspect")
+        gpus = node.get("hardware", {}).get("gpus", [])
+        mine = pid == self_id
+        shown = pid if wide or len(pid) <= 14 else f"{pid[:6]}…{pid[-6:]}"
+        rows.append(
+            [
+                ("* " if mine else "  ") + shown,
+                str(node.get("role", "")),
+                str(node.get("status", "")),
+                state,
+                _backend_txt(node.get("service", [])) if live else "-",
+                _models_txt(node, wide) if live else "-",
+                f"{len(gpus)}x {gpus[0]['name']}" if gpus else "-",
+                str(node.get("load", 0)) if live else "-",
+                "now" if mine else _ago(now - float(node.get("last_seen", now))),
+                _slurm_txt(node.get("slurm") or {}, now),
+                *([str(node.get("http_address") or "-")] if wide else []),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if self_id is not None and any(n.get("id") == self_id for n in nodes):
+        lines.append("(* = the node that answered)")
+    return "\n".join(lines)
+
+
 @main.command()
 @click.option(
     "--url", default="http://127.0.0.1:8092", show_default=True, help="Any node's HTTP address."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/dnt/table JSON.")
-def table(url: str, as_json: bool) -> None:
-    """Print the pool as a table: nodes, roles, models, GPUs, state."""
+@click.option("--wide", is_flag=True, help="Whole peer IDs, every model, each node's HTTP address.")
+def table(url: str, as_json: bool, wide: bool) -> None:
+    """Print the pool as a table: nodes, roles, state, backend, models, GPUs, last seen.
+
+    The node asked is marked with *; SEEN is when it last heard from each node."""
+    endpoint = f"{url.rstrip('/')}/v1/dnt/table"
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/v1/dnt/table", timeout=10) as r:
+        with urllib.request.urlopen(endpoint, timeout=10) as r:
             data = json.loads(r.read())
-    except OSError as exc:
-        raise click.ClickException(f"cannot read {url}/v1/dnt/table: {exc}") from exc
-    click.echo(json.dumps(data, indent=2) if as_json else _fmt_table(data))
+    except (OSError, ValueError) as exc:  # unreachable, HTTP error, bad URL, not JSON
+        raise click.ClickException(f"cannot read {endpoint}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{endpoint} did not answer a table (a JSON object)")
+    click.echo(json.dumps(data, indent=2) if as_json else _fmt_table(data, time.time(), wide=wide))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import random
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -24,12 +25,13 @@ from aiohttp import web
 
 from . import __version__
 from .aio_bridge import open_asyncio_loop, to_aio
-from .config import Config
+from .closed_pool import GRANTS_EXTRA, ClosedPool, ClosedPoolError
+from .config import Config, bootstrap_problem
 from .gateway.app import Gateway, NodeView
 from .gateway.balancer import Balancer
 from .gateway.forward import Forwarder
-from .overlay import identity
-from .overlay.host import Host, StreamFailed, open_host
+from .overlay import identity, pnet
+from .overlay.host import Host, open_host
 from .overlay.membership import (
     Effect,
     MemberDown,
@@ -41,21 +43,23 @@ from .overlay.membership import (
     Refuted,
 )
 from .overlay.membership.runtime import MembershipRuntime
+from .overlay.redial import peer_of
+from .overlay.rejoin import Rejoiner
 from .overlay.streams import StreamPool
 from .platform import slurm
 from .platform.gpu import detect_gpus
 from .platform.walltime import run_walltime
-from .table.record import DRAINING, READY, Gpu, NodeRecord, Service
+from .stop_budget import StopBudget, Watchdog
+from .table.record import DRAINING, LEFT, READY, Gpu, NodeRecord, Service
 from .table.store import ALIVE, DEAD, GONE, SUSPECT, TableStore
 from .table.sync import TableSync
 from .worker.agent import WorkerAgent
 from .worker.backend import Backend
 from .worker.serve import PROTOCOL as FORWARD_PROTOCOL
 from .worker.serve import ForwardServer
-from .worker.subprocess import run_backend
+from .worker.supervisor import BackendSupervisor
 
-BOOTSTRAP_BACKOFF_S = (0.25, 10.0)  # first retry, cap
-REBOOTSTRAP_CHECK_S = 5.0  # how often a node with no live peers retries its bootstraps
+STOP_HANDLERS_S = 1.0  # HTTP handlers still running after the drain get this long
 
 log = structlog.get_logger("opentela.node")
 
@@ -66,40 +70,42 @@ async def fetch_bootstrap_url(url: str) -> list[str]:
     addrs = data.get("bootstraps") if isinstance(data, dict) else None
     if not isinstance(addrs, list):
         raise ValueError(f"{url} did not return {{'bootstraps': [...]}}")
-    return [str(a) for a in addrs]
-
-
-async def _bootstrap(cfg: Config, host: Host, sync: TableSync, swim: MembershipRuntime) -> None:
-    """Join through any of the bootstraps; keep trying with backoff; rejoin if isolated."""
-    delay = BOOTSTRAP_BACKOFF_S[0]
-    while True:
-        if sync.peers():
-            delay = BOOTSTRAP_BACKOFF_S[0]
-            await trio.sleep(REBOOTSTRAP_CHECK_S)
-            continue
-        addrs = list(cfg.bootstrap)
-        if cfg.bootstrap_url:
-            try:
-                addrs += await to_aio(fetch_bootstrap_url)(cfg.bootstrap_url)
-            except Exception as exc:
-                log.warning("bootstrap.url_failed", url=cfg.bootstrap_url, error=str(exc))
-        addrs = [a for a in addrs if f"/p2p/{host.peer_id}" not in a]
-        if not addrs and not (cfg.bootstrap or cfg.bootstrap_url):
-            return  # a standalone first node: others will join us
-        for addr in addrs:
-            try:
-                pid = await host.connect(addr)
-                swim.join(pid, [addr])
-                await sync.join(pid)
-                log.info("bootstrap.joined", via=addr, peers=len(sync.peers()))
-                break
-            except StreamFailed as exc:
-                log.warning(
-                    "bootstrap.retry", addr=addr, error=str(exc), retry_in_s=round(delay, 2)
-                )
+    good = []
+    for a in (str(a) for a in addrs):
+        problem = bootstrap_problem(a)
+        if problem:
+            log.warning("bootstrap.url_entry_ignored", url=url, addr=a, reason=problem)
         else:
-            await trio.sleep(delay)
-            delay = min(delay * 2, BOOTSTRAP_BACKOFF_S[1])
+            good.append(a)
+    return good
+
+
+def pool_view(sync: TableSync) -> dict[str, tuple[tuple[str, ...], str]]:
+    """Each other member as the rejoin memory sees it: its addresses, and alive, dead or left."""
+    store, now, out = sync.store, trio.current_time(), {}
+    for pid, signed in store.records().items():
+        if pid == store.self_id:
+            continue
+        rec = signed.record
+        if rec.status == LEFT or store.liveness(pid) == GONE:
+            state = "left"
+        else:
+            state = "alive" if store.alive(pid, now) else "dead"
+        out[pid] = (rec.addrs, state)
+    return out
+
+
+def granting_peers(sync: TableSync, bootstraps: tuple[str, ...]) -> list[str]:
+    """Where a member renews its grant: live nodes that grant (their record says so), then its
+    bootstrap peers."""
+    snap = sync.store.snapshot(trio.current_time())
+    out = [
+        pid
+        for pid, e in snap.entries.items()
+        if pid != snap.self_id and e.alive and e.record.extra.get(GRANTS_EXTRA) == "1"
+    ]
+    out += [p for p in (peer_of(a) for a in bootstraps) if p and p not in out]
+    return out
 
 
 class Liveness:
@@ -167,12 +173,12 @@ async def drain(
     sync: TableSync,
     server: ForwardServer | None,
     forwarder: Forwarder,
-    timeout_s: float,
-    signals: AsyncIterator[int],
+    budget: StopBudget,
+    scope: trio.CancelScope,
 ) -> None:
     """Advertise ``draining`` (peers stop sending new work at once), refuse new forwarded
-    requests (entries retry them elsewhere), and let in-flight ones finish, for at most
-    ``timeout_s``; a second signal cuts the wait short."""
+    requests (entries retry them elsewhere), and let in-flight ones finish until the budget's
+    drain deadline; ``scope`` is cancelled by a second signal."""
     sync.update(status=DRAINING)
     if server is not None:
         server.draining = True
@@ -180,26 +186,73 @@ async def drain(
     def busy() -> int:
         return (server.in_flight if server is not None else 0) + forwarder.in_flight()
 
-    log.info("node.draining", in_flight=busy(), timeout_s=timeout_s)
-    start = trio.current_time()
-    with trio.move_on_after(timeout_s) as scope:
-        async with trio.open_nursery() as nursery:
-
-            async def second_signal() -> None:
-                async for _ in signals:
-                    log.warning("node.drain_interrupted")
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(second_signal)
-            while busy():
-                await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
+    log.info(
+        "node.draining", in_flight=busy(), timeout_s=round(budget.deadline_s - budget.started_s, 3)
+    )
+    with scope:
+        scope.deadline = budget.drain_until_s
+        while busy():
+            await trio.sleep(0.05)
+    now = trio.current_time()
     log.info(
         "node.drained",
-        waited_s=round(trio.current_time() - start, 3),
+        waited_s=round(now - budget.started_s, 3),
         unfinished=busy(),
-        timed_out=scope.cancelled_caught,
+        timed_out=scope.cancelled_caught and not budget.cut_short,
+        interrupted=budget.cut_short,
     )
+
+
+async def leave(
+    rejoiner: Rejoiner, swim: MembershipRuntime, sync: TableSync, budget: StopBudget
+) -> None:
+    """Remember the pool (for the next start), then tell it we are gone: membership's leave
+    and the table's tombstone, which peers honour at once."""
+    rejoiner.save(time.time())
+    swim.leave()
+    await sync.leave(timeout_s=min(2.0, 0.5 * budget.remaining(trio.current_time())))
+
+
+async def stop_node(
+    budget: StopBudget,
+    signals: AsyncIterator[int],
+    drain: Callable[[trio.CancelScope], Awaitable[None]],
+    leave: Callable[[], Awaitable[None]],
+    shutdown: list[Callable[[], Awaitable[None]]],
+) -> None:
+    """Drain, leave, shut down, all within ``budget`` (``--drain-timeout``); a second signal
+    cuts the rest to about a second, and a watchdog ends the process if a step overruns."""
+    watchdog = Watchdog()
+
+    def arm() -> None:
+        watchdog.arm(time.monotonic() + budget.remaining(trio.current_time()))
+
+    arm()
+    drain_scope = trio.CancelScope()
+    with trio.CancelScope(deadline=budget.deadline_s) as stop_scope:
+        async with trio.open_nursery() as stopping:
+
+            async def second_signal() -> None:
+                async for sig in signals:
+                    now = trio.current_time()
+                    budget.cut(now)
+                    stop_scope.deadline = budget.deadline_s
+                    drain_scope.cancel()
+                    arm()
+                    log.warning(
+                        "node.stop_cut_short",
+                        signal=signal.Signals(sig).name,
+                        remaining_s=round(budget.remaining(now), 3),
+                    )
+
+            stopping.start_soon(second_signal)
+            await drain(drain_scope)
+            await leave()
+            for step in shutdown:
+                await step()
+            stopping.cancel_scope.cancel()
+    if stop_scope.cancelled_caught:
+        log.warning("node.stop_deadline", detail="shutdown steps cut at the --drain-timeout bound")
 
 
 class StartupError(Exception):
@@ -222,7 +275,9 @@ def check_port_free(host: str, port: int, what: str) -> None:
             ) from exc
 
 
-async def run(cfg: Config) -> None:
+async def run(cfg: Config) -> int:
+    """Run the node until it is stopped; the exit code is non-zero when its backend failed
+    for good (``--subprocess.restart``), so a Slurm job that ran it ends as failed."""
     check_port_free(cfg.http_host, cfg.http_port, "HTTP (--http-port)")
     check_port_free(cfg.p2p_host, cfg.p2p_port, "libp2p (--p2p-port)")
     try:
@@ -245,7 +300,13 @@ async def run(cfg: Config) -> None:
     with trio.open_signal_receiver(*stop_signals) as signals:
         async with (
             open_asyncio_loop(),
-            open_host(key, cfg.p2p_host, cfg.p2p_port, cfg.public_addr) as host,
+            open_host(
+                key,
+                cfg.p2p_host,
+                cfg.p2p_port,
+                cfg.public_addr,
+                swarm_key=pnet.load_swarm_key(cfg.swarm_key) if cfg.swarm_key else None,
+            ) as host,
         ):
             initial = NodeRecord(
                 peer_id=peer_id,
@@ -254,12 +315,26 @@ async def run(cfg: Config) -> None:
                 role=role,
                 status=READY,
                 addrs=tuple(host.addrs()),
-                http_addr=f"http://{http_host}:{cfg.http_port}",
+                http_addr=f"http://{f'[{http_host}]' if ':' in http_host else http_host}:"
+                f"{cfg.http_port}",
                 services=services,
                 gpus=gpus,
                 software=f"opentela/{__version__}",
                 extra=slurm_extra(job),
             )
+            try:
+                closed = ClosedPool(cfg, host, peer_id) if cfg.authority else None
+            except ClosedPoolError as exc:
+                raise StartupError(str(exc)) from exc
+            if closed is not None:
+                initial = replace(initial, extra={**initial.extra, **closed.record_extra()})
+            elif not cfg.p2p_host.startswith("127.") and cfg.p2p_host != "::1":
+                log.warning(
+                    "node.open_pool",
+                    p2p=f"{cfg.p2p_host}:{cfg.p2p_port}",
+                    detail="anyone who reaches this port can join the pool and claim any "
+                    "model; close it with --authority (docs/security.md)",
+                )
             rng = random.Random()
             membership = Membership(
                 peer_id,
@@ -280,24 +355,39 @@ async def run(cfg: Config) -> None:
                 rng=rng,
                 # Every peer the table learns of is handed to membership to probe.
                 on_peer=lambda r: swim.join(r.peer_id, list(r.addrs)),
+                admit=closed.admit if closed is not None else None,
             )
+            if closed is not None:
+                host.gate = closed.gate
+                closed.start_own(
+                    on_grant=lambda blob: sync.update(grant=blob),
+                    granting_peers=lambda: granting_peers(sync, cfg.bootstrap),
+                )
             liveness = Liveness(host, pool, sync.store)
             swim = MembershipRuntime(host, membership, liveness.on_effect, rng)
             async with trio.open_nursery() as nursery:
                 await nursery.start(swim.run)
                 await nursery.start(sync.run)
+                if closed is not None:
+                    await nursery.start(closed.run)
                 backend: Backend | None = None
                 agent: WorkerAgent | None = None
+                supervisor: BackendSupervisor | None = None
                 if cfg.backend_url:
-                    backend = Backend(cfg.backend_url)
+                    backend = Backend(cfg.backend_url, cfg.service_api_key)
                     await to_aio(backend.open)()
-                    server = ForwardServer(backend, cfg.service_name or "llm", peer_id)
+                    server = ForwardServer(
+                        backend, cfg.service_name or "llm", peer_id, cfg.service_allow_path
+                    )
                     host.set_handler(FORWARD_PROTOCOL, server.handle)
                     agent = WorkerAgent(
                         sync, server, backend, cfg.service_name or "llm", cfg.service_identity_group
                     )
                     if cfg.subprocess:
-                        await nursery.start(run_backend, cfg.subprocess, agent.on_backend_exit)
+                        supervisor = BackendSupervisor(
+                            cfg.subprocess, cfg.subprocess_restart, agent
+                        )
+                        await nursery.start(supervisor.run)
                     await nursery.start(agent.run)
                 balancer = Balancer(cfg.routing_policy, rng)
                 forwarder = Forwarder(
@@ -308,6 +398,28 @@ async def run(cfg: Config) -> None:
                     cfg.backend_url,
                     local_ready=(lambda: agent.server.available) if agent else (lambda: False),
                     balancer=balancer,
+                    local_allow_paths=cfg.service_allow_path,
+                )
+
+                async def join_via(addr: str) -> str:
+                    pid = await host.connect(addr)
+                    if closed is not None:
+                        await closed.ensure_member(pid)
+                    swim.join(pid, [addr])
+                    await sync.join(pid)
+                    return pid
+
+                rejoiner = Rejoiner(
+                    peer_id,
+                    cfg.home_path,
+                    list(cfg.bootstrap),
+                    join_via,
+                    alive=lambda pid: sync.store.alive(pid, trio.current_time()),
+                    live_peers=lambda: len(sync.peers()),
+                    view=lambda: pool_view(sync),
+                    rng=rng,
+                    bootstrap_url=cfg.bootstrap_url,
+                    fetch_url=to_aio(fetch_bootstrap_url),
                 )
 
                 def stats() -> dict[str, Any]:
@@ -324,6 +436,8 @@ async def run(cfg: Config) -> None:
                             "streams_idle": pool.idle_count(),
                         },
                         "table": dict(sync.stats),
+                        "rejoin": dict(rejoiner.stats),
+                        **({"admission": closed.stats} if closed is not None else {}),
                         "membership": {
                             **swim.stats,
                             "alive": len(membership.alive_ids()),
@@ -337,6 +451,7 @@ async def run(cfg: Config) -> None:
                             "served": agent.server.served,
                             "cancelled": agent.server.cancelled,
                             "backend_up": agent.health.up,
+                            **({"backend": supervisor.stats} if supervisor else {}),
                         }
                     return out
 
@@ -348,11 +463,17 @@ async def run(cfg: Config) -> None:
                     connected=host.connected_peers,
                     stats=stats,
                     now=trio.current_time,
-                    # A node with bootstraps is ready once it reached one; a first node at once.
-                    joined=lambda: not (cfg.bootstrap or cfg.bootstrap_url) or bool(sync.peers()),
+                    last_heard=membership.last_heard,
+                    # A node with bootstraps or a remembered pool is ready once it has a live
+                    # peer; a first node at once.
+                    joined=rejoiner.joined,
                 )
                 gateway = Gateway(view, forwarder, balancer, cfg.max_body_bytes)
-                runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True)
+                runner = gateway.runner(
+                    # Handlers still running after the drain get this long, then are cancelled:
+                    # the stop as a whole is bounded by --drain-timeout (stop_budget.py).
+                    shutdown_timeout=STOP_HANDLERS_S,
+                )
                 await to_aio(runner.setup)()
                 site = web.TCPSite(runner, cfg.http_host, cfg.http_port, reuse_address=True)
                 await to_aio(site.start)()
@@ -364,7 +485,7 @@ async def run(cfg: Config) -> None:
                     p2p=host.addrs(),
                     backend=cfg.backend_url or None,
                 )
-                nursery.start_soon(_bootstrap, cfg, host, sync, swim)
+                await nursery.start(rejoiner.run)
                 stop = trio.Event()
 
                 def start_drain(reason: str) -> None:
@@ -381,6 +502,8 @@ async def run(cfg: Config) -> None:
 
                 async with trio.open_nursery() as waiters:
                     waiters.start_soon(first_signal)
+                    if supervisor is not None:  # backend not restarted: drain and exit
+                        waiters.start_soon(supervisor.until_stop, start_drain)
                     if job is not None:
                         waiters.start_soon(
                             partial(
@@ -397,11 +520,20 @@ async def run(cfg: Config) -> None:
                     await stop.wait()
                     waiters.cancel_scope.cancel()
                 server = agent.server if agent is not None else None
-                await drain(sync, server, forwarder, cfg.drain_timeout, signals)
-                swim.leave()
-                await sync.leave()
-                await to_aio(runner.cleanup)()
-                if backend is not None:
-                    await to_aio(backend.close)()
+                await stop_node(
+                    budget := StopBudget.start(cfg.drain_timeout, trio.current_time()),
+                    signals,
+                    drain=partial(drain, sync, server, forwarder, budget),
+                    leave=partial(leave, rejoiner, swim, sync, budget),
+                    shutdown=[
+                        to_aio(runner.cleanup),
+                        *([supervisor.stop] if supervisor is not None else []),
+                        *([to_aio(backend.close)] if backend is not None else []),
+                    ],
+                )
                 nursery.cancel_scope.cancel()
-    log.info("node.stopped", peer_id=peer_id)
+            if closed is not None:
+                closed.close()
+    failed = supervisor is not None and supervisor.failed
+    log.info("node.stopped", peer_id=peer_id, backend_failed=failed)
+    return 1 if failed else 0

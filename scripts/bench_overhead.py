@@ -441,8 +441,51 @@ class Cluster:
     startup_s: float
 
 
+def closed_pool_args(
+    procs: ProcessGroup, tmp: Path, node: str, timeout: float
+) -> dict[str, list[str]]:
+    """``--authority`` on every node: an authority key, the entry grants, the worker redeems a
+    join token (the data path must cost no more than in an open pool)."""
+
+    def last_line(name: str, argv: list[str]) -> str:
+        proc = procs.start(name, argv)
+        proc.popen.wait(timeout)
+        out = proc.read_stdout().strip().splitlines()
+        if proc.returncode != 0 or not out:
+            raise StartupError(f"{' '.join(argv[1:3])} failed:\n{proc.tail()}")
+        return out[-1].strip()
+
+    auth = tmp / "authority"
+    pub = last_line("init-authority", [node, "authority", "init", "--home", str(auth)])
+    token = last_line(
+        "init-token",
+        [
+            node,
+            "token",
+            "create",
+            "--home",
+            str(tmp / "home-entry"),
+            "--owner",
+            "bench",
+            "--models",
+            "*",
+            "--ttl",
+            "1d",
+        ],
+    )
+    return {
+        "entry": ["--authority", pub, "--authority-key", str(auth / "authority.key")],
+        "worker": ["--authority", pub, "--join-token", token],
+    }
+
+
 def start_cluster(
-    procs: ProcessGroup, tmp: Path, node: str, timeout: float, log_level: str
+    procs: ProcessGroup,
+    tmp: Path,
+    node: str,
+    timeout: float,
+    log_level: str,
+    closed: bool = False,
 ) -> Cluster:
     t0 = time.perf_counter()
     upstream = procs.start(
@@ -480,6 +523,7 @@ def start_cluster(
             raise StartupError(f"opentela-node peer-id failed for {name}:\n{pid_proc.tail()}")
         peers[name] = peer[0].strip()
 
+    extra = closed_pool_args(procs, tmp, node, timeout) if closed else {"entry": [], "worker": []}
     e_http, e_p2p = free_port(HOST), free_port(HOST)
     common = [
         "--http-host",
@@ -505,6 +549,7 @@ def start_cluster(
             "--p2p-port",
             str(e_p2p),
             *common,
+            *extra["entry"],
         ],
     )
     entry_url = f"http://{HOST}:{e_http}"
@@ -534,6 +579,7 @@ def start_cluster(
             "--service.port",
             str(upstream_port),
             *common,
+            *extra["worker"],
         ],
     )
     worker_url = f"http://{HOST}:{w_http}"
@@ -788,6 +834,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--node-log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with node logs")
+    p.add_argument(
+        "--authority",
+        action="store_true",
+        help="a closed pool: --authority on both nodes (the worker joins with a join token)",
+    )
     p.add_argument("--fail-on-miss", action="store_true", help="exit 1 if a target is missed")
     a = p.parse_args(argv)
     q = a.quick
@@ -941,7 +992,9 @@ def main(argv: list[str] | None = None) -> int:
     procs = ProcessGroup(tmp / "logs")
     try:
         try:
-            cl = start_cluster(procs, tmp, node, a.startup_timeout_s, a.node_log_level)
+            cl = start_cluster(
+                procs, tmp, node, a.startup_timeout_s, a.node_log_level, closed=a.authority
+            )
         except (StartupError, OSError) as exc:
             keep = True
             log(f"STARTUP FAILED: {exc}")

@@ -239,8 +239,81 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         c.close()
 
 
+# -- in CI, a real-component test that skips is a failure --------------------------------------
+#
+# Slurm, network namespaces, the real model and the deploy manifests skip on a machine that
+# lacks them (not root, no llama.cpp, ...). On a developer's laptop that is fine; in CI
+# (CI=true) it would turn `make test` green while proving nothing, so there it fails instead.
+
+TESTS_DIR = Path(__file__).resolve().parent
+REAL_COMPONENT_DIRS = frozenset({"slurm", "netns", "conformance", "deploy"})
+
+# The only skips CI tolerates: "<path under tests/>::<test name>" (or just the path, for a whole
+# file) -> why this skip is legitimate. Keep it empty unless there is a reason to write down.
+CI_ALLOWED_SKIPS: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_component: needs a real external component; in CI a skip fails"
+    )
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def _under_tests(path: Path) -> str | None:
+    try:
+        return Path(path).resolve().relative_to(TESTS_DIR).as_posix()
+    except ValueError:
+        return None
+
+
+def _allowed_skip(rel: str, name: str) -> str | None:
+    key = f"{rel}::{name}" if name else rel
+    for k in (key, key.split("[", 1)[0], rel):
+        if CI_ALLOWED_SKIPS.get(k):
+            return CI_ALLOWED_SKIPS[k]
+    return None
+
+
+def _skip_reason(rep: pytest.TestReport | pytest.CollectReport) -> str:
+    lr = rep.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:
+        return str(lr[2]).removeprefix("Skipped: ")
+    return str(lr)
+
+
+def _fail_skip_in_ci(rep: pytest.TestReport | pytest.CollectReport, rel: str, name: str) -> None:
+    if rep.outcome != "skipped" or hasattr(rep, "wasxfail") or _allowed_skip(rel, name):
+        return
+    rep.outcome = "failed"
+    rep.longrepr = (
+        f"CI=true: real-component test {rel}{'::' + name if name else ''} was skipped "
+        f"({_skip_reason(rep)}); in CI it must run. Provide the component, or add it to "
+        "CI_ALLOWED_SKIPS in tests/conftest.py with the reason."
+    )
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     rep = outcome.get_result()
+    if _in_ci() and rep.skipped:
+        rel = _under_tests(item.path)
+        real = item.get_closest_marker("real_component") is not None
+        if rel is not None and (real or rel.split("/", 1)[0] in REAL_COMPONENT_DIRS):
+            _fail_skip_in_ci(rep, rel, item.nodeid.split("::", 1)[-1])
     setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A whole module skipped at import (``pytest.importorskip``, module-level skip)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if _in_ci() and rep.skipped and isinstance(collector, pytest.Module):
+        rel = _under_tests(collector.path)
+        if rel is not None and rel.split("/", 1)[0] in REAL_COMPONENT_DIRS:
+            _fail_skip_in_ci(rep, rel, "")

@@ -19,10 +19,11 @@ from aiohttp import web
 
 from ..routing.match import max_tier
 from ..routing.plan import Target, models, plan
-from ..table.store import Snapshot
+from ..table.store import Entry, Snapshot
 from .balancer import Balancer
-from .errors import error_body
+from .errors import MAX_JSON_DEPTH, ApiError, json_depth_exceeds
 from .forward import Forwarder
+from .server import JsonErrorRunner, errors_middleware
 
 log = structlog.get_logger("opentela.gateway")
 
@@ -39,6 +40,8 @@ class NodeView:
     stats: Callable[[], dict[str, Any]]
     now: Callable[[], float]
     joined: Callable[[], bool]
+    # When membership last heard from a peer, on the ``now`` clock (None: never / forgotten).
+    last_heard: Callable[[str], float | None] = lambda _peer: None
 
 
 def shape_problem(path: str, obj: dict[str, Any]) -> str | None:
@@ -58,39 +61,6 @@ def shape_problem(path: str, obj: dict[str, Any]) -> str | None:
     if "stream" in obj and not isinstance(obj["stream"], bool):
         return "'stream' must be a boolean"
     return None
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str, code: str | None, **headers: str):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.headers = (
-            status,
-            message,
-            type_,
-            code,
-            headers,
-        )
-
-
-def _error(
-    status: int, message: str, type_: str, code: str | None = None, **headers: str
-) -> web.Response:
-    return web.json_response(
-        error_body(message, type_, code), status=status, headers=headers or None
-    )
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        log.info("request.rejected", path=request.path, status=exc.status, reason=exc.message)
-        return _error(exc.status, exc.message, exc.type, exc.code, **exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason or "error", "invalid_request_error", None)
 
 
 class Gateway:
@@ -117,6 +87,14 @@ class Gateway:
         r.add_get("/v1/health", self.health)
         r.add_get("/v1/health/ready", self.ready)
         return app
+
+    def runner(self, **kwargs: Any) -> web.AppRunner:
+        """The node's HTTP runner (``kwargs`` go to ``web.AppRunner``): errors of aiohttp's own
+        parser are JSON too (server.py); no access log; a handler whose client left is
+        cancelled."""
+        kwargs.setdefault("access_log", None)
+        kwargs.setdefault("handler_cancellation", True)
+        return JsonErrorRunner(self.app(), **kwargs)
 
     # -- request helpers -------------------------------------------------------------------------
 
@@ -151,8 +129,23 @@ class Gateway:
                     "invalid_json",
                 )
             return None
+        if json_depth_exceeds(body):
+            if required:
+                raise ApiError(
+                    400,
+                    f"JSON body nests deeper than {MAX_JSON_DEPTH} levels",
+                    "invalid_request_error",
+                    "json_too_deep",
+                )
+            return None  # not ours to parse (maybe not JSON at all): forwarded as is
         try:
             obj = json.loads(body)
+        except RecursionError as exc:  # the depth check makes this unreachable; never a 500
+            if required:
+                raise ApiError(
+                    400, "JSON body nests too deeply", "invalid_request_error", "json_too_deep"
+                ) from exc
+            return None
         except ValueError as exc:
             if required:
                 raise ApiError(
@@ -193,6 +186,16 @@ class Gateway:
                 "service_unavailable",
                 "no_live_replica",
                 **{"Retry-After": "5"},
+            )
+        if not self.node.joined():
+            # Restarted and not yet back in its pool: the model may well exist, so say
+            # "retry" (clients and SDKs do) rather than "no such model".
+            raise ApiError(
+                503,
+                "this node is still joining the pool; retry in a moment",
+                "service_unavailable",
+                "joining",
+                **{"Retry-After": "1"},
             )
         available = sorted(models(snap))
         what = f"model {model!r}" if model else f"service {service!r}"
@@ -265,8 +268,13 @@ class Gateway:
 
     @staticmethod
     def _tail(request: web.Request) -> str:
-        tail = "/" + request.match_info["tail"]
-        return tail + (f"?{request.query_string}" if request.query_string else "")
+        """The path after ``/v1/p2p/<peer>`` or ``/v1/service/<svc>``, as the client sent it:
+        ``match_info`` is percent-decoded (``%2e%2e`` -> ``..``, ``%2F`` -> ``/``), which
+        would change what the backend sees; the worker checks the raw form (httppaths)."""
+        raw = request.rel_url
+        parts = raw.raw_path.split("/", 4)  # "", "v1", "p2p"|"service", <peer|svc>, tail
+        tail = "/" + (parts[4] if len(parts) > 4 else "")
+        return tail + (f"?{raw.raw_query_string}" if raw.raw_query_string else "")
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -280,11 +288,8 @@ class Gateway:
                 "id": pid,
                 "role": r.role,
                 "status": r.status,
-                "state": (
-                    ("suspect" if e.suspect else "alive")
-                    if e.alive
-                    else ("left" if r.status == "left" else "dead")
-                ),
+                "state": e.state,
+                "self": pid == snap.self_id,
                 "connected": e.alive,
                 "version": r.version,
                 "load": r.load,
@@ -309,7 +314,7 @@ class Gateway:
                         for g in r.gpus
                     ]
                 },
-                "last_seen": int(now_wall - max(0.0, now_mono - e.last_seen_s))
+                "last_seen": int(now_wall - max(0.0, now_mono - self._last_evidence(pid, e)))
                 if pid != snap.self_id
                 else int(now_wall),
                 "public_address": r.addrs[0] if r.addrs else "",
@@ -322,6 +327,13 @@ class Gateway:
                 },
             }
         return web.json_response(out)
+
+    def _last_evidence(self, pid: str, e: Entry) -> float:
+        """The latest sign of life from ``pid``: membership hearing from it (every probe round,
+        so a healthy peer reads as seconds ago), or a new record from it (a peer membership
+        has not reached yet)."""
+        heard = self.node.last_heard(pid)
+        return e.last_seen_s if heard is None else max(heard, e.last_seen_s)
 
     async def peers(self, request: web.Request) -> web.Response:
         snap = self.node.snapshot()

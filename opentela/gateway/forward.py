@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..aio_bridge import to_trio
 from ..httpheaders import DROP_TO_BACKEND, end_to_end
+from ..httppaths import Refusal, path_problem, request_problem
 from ..overlay import framing
 from ..overlay.host import PeerStream, StreamFailed
 from ..overlay.streams import StreamPool
@@ -55,6 +56,7 @@ class Forwarder:
         local_backend_url: str,
         local_ready: Callable[[], bool] = lambda: False,
         balancer: Balancer | None = None,
+        local_allow_paths: tuple[str, ...] = (),
     ) -> None:
         self.pool = pool
         self.self_id = self_id
@@ -63,6 +65,7 @@ class Forwarder:
         self.local_backend_url = local_backend_url
         self.local_ready = local_ready
         self.balancer = balancer
+        self.local_allow_paths = local_allow_paths  # this node's own --service.allow-path
         self.stats = ForwardStats()
         self.rng = random.Random()
 
@@ -116,6 +119,12 @@ class Forwarder:
         self, request: web.Request, targets: list[Target], path: str, body: bytes
     ) -> web.StreamResponse:
         self.stats.requests += 1
+        # Method and form only: which routes a worker allows is that worker's decision
+        # (its --service.allow-path); the worker checks everything again (trust boundary).
+        refusal = request_problem(request.method, path)
+        if refusal is not None:
+            return _refused(refusal)
+        # Drops the client's Authorization/Cookie/X-Api-Key: they never leave this node.
         headers = end_to_end(request.headers.items(), DROP_TO_BACKEND)
         attempts: list[Attempt] = []
         for target in targets[:MAX_ATTEMPTS]:
@@ -267,6 +276,9 @@ class Forwarder:
         attempts: list[Attempt],
     ) -> web.StreamResponse | None:
         """The entry node serves the model itself: straight to the backend, no peer hop."""
+        refusal = path_problem(request.method, path, self.local_allow_paths)
+        if refusal is not None:
+            return _refused(refusal, target.peer_id)  # the same answer a remote worker gives
         if self.local_session is None or not self.local_ready():
             attempts.append(Attempt(target, "local service not ready"))
             return None
@@ -276,9 +288,14 @@ class Forwarder:
                 f"{self.local_backend_url}{path}",
                 headers=[(k, v) for k, v in headers],
                 data=body,
+                allow_redirects=False,  # never follow a backend to another host
+                # --read-timeout holds here too: the longest wait for the next byte.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=5, sock_read=self.read_timeout_s
+                ),
             )
-        except aiohttp.ClientError as exc:
-            attempts.append(Attempt(target, f"backend unreachable: {exc}"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            attempts.append(Attempt(target, f"backend unreachable: {exc!r}"))
             return None
         complete = False
         try:
@@ -289,9 +306,20 @@ class Forwarder:
             for k, v in end_to_end(upstream.headers.items()):
                 resp.headers.add(k, v)
             resp.headers["X-Computing-Node"] = target.peer_id
+            is_sse = "text/event-stream" in resp.headers.get("Content-Type", "")
             await resp.prepare(request)
-            while chunk := await upstream.content.readany():
-                await resp.write(chunk)
+            try:
+                while chunk := await upstream.content.readany():
+                    await resp.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.stats.failed += 1
+                log.warning("forward.broken_midstream", peer=target.peer_id, error=repr(exc))
+                if is_sse:
+                    await resp.write(sse_error_event(f"the backend failed mid-stream: {exc!r}"))
+                    await resp.write_eof()
+                elif request.transport is not None:
+                    request.transport.close()  # a truncated transfer, never a short "complete" one
+                return resp
             await resp.write_eof()
             complete = True
             return resp
@@ -300,3 +328,12 @@ class Forwarder:
                 upstream.release()
             else:
                 upstream.close()
+
+
+def _refused(refusal: Refusal, peer_id: str | None = None) -> web.Response:
+    """A request no worker would serve: the client's mistake, answered at once, not retried."""
+    return web.json_response(
+        error_body(refusal.message, "invalid_request_error", refusal.code),
+        status=refusal.status,
+        headers={"X-Computing-Node": peer_id} if peer_id else None,
+    )

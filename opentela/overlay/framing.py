@@ -70,7 +70,10 @@ class Decoder:
                 obj = msgpack.unpackb(raw, raw=False)
             except (ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
                 raise FrameError(f"undecodable frame: {exc}") from exc
-            if not (isinstance(obj, list) and len(obj) == 2 and obj[0] in KINDS):
+            # ``type(...) is int``: a map or list kind is unhashable, ``True`` is not a kind.
+            if not (isinstance(obj, list) and len(obj) == 2 and type(obj[0]) is int):
+                raise FrameError("frame is not [kind, payload]")
+            if obj[0] not in KINDS:
                 raise FrameError("frame is not [kind, payload]")
             out.append(Frame(obj[0], obj[1]))
         return out

@@ -9,42 +9,81 @@ any peer ID), one connection per peer (otherwise every connect waits 250 ms), de
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import multiaddr
+import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import framing, identity
+from . import framing, identity, limits, pnet
 
 # py-libp2p's Yamux sends a WINDOW_UPDATE after *every* read unless told otherwise: one extra
 # encrypted message and syscall per request each way. go-yamux batches updates at half the
 # window; ask for that (measured: c=64 forwarding 1065 → 1131 req/s, c=1 p50 -0.2 ms).
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
-# Dial failures to dead peers are expected (membership keeps probing them) and reported by
-# us where they matter; py-libp2p logs each one at ERROR.
-logging.getLogger("libp2p").setLevel(logging.CRITICAL)
-logging.getLogger("multiaddr").setLevel(logging.ERROR)
+# py-libp2p's log records (it resets its logger when first imported): see opentela/logs.py.
 
-from libp2p import new_host  # noqa: E402
-from libp2p.crypto.ed25519 import create_new_key_pair  # noqa: E402
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519  # noqa: E402
-from libp2p.custom_types import TProtocol  # noqa: E402
-from libp2p.network.config import ConnectionConfig  # noqa: E402
-from libp2p.peer.id import ID  # noqa: E402
-from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID  # noqa: E402
-from libp2p.security.noise.transport import Transport as NoiseTransport  # noqa: E402
+import libp2p.network.swarm as _libp2p_swarm
+from libp2p import new_host
+from libp2p.abc import ConnectionType, IRawConnection
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.network.connection.exceptions import RawConnError
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.transport.exceptions import OpenConnectionError, SecurityUpgradeFailure
 
 DIAL_TIMEOUT_S = 5.0
+limits_log = structlog.get_logger("opentela.limits")
 
 
 class StreamFailed(Exception):
     """The peer stream broke: reset, EOF without an end marker, timeout, or dial failure."""
+
+
+class WrongPeer(StreamFailed):
+    """A dial reached a node, but the Noise handshake proved it is another peer than the
+    ``/p2p/<id>`` asked for: a stale or mistyped peer ID. Retrying will not help."""
+
+    def __init__(self, addr: str, expected: str, found: str | None) -> None:
+        self.addr, self.expected, self.found = addr, expected, found
+        tail = f"; it is {found}" if found else ""
+        where = addr.split("/p2p/")[0]
+        super().__init__(f"the node at {where} is not {expected} (wrong peer ID?){tail}")
+
+
+_MISMATCH = re.compile(r"(?:Peer ID mismatch|does not correspond to the received pubkey)")
+_FOUND = re.compile(r"(?:got |remote_peer_id_from_pubkey=)(\w{40,})")
+
+
+def _peer_mismatch(exc: BaseException) -> tuple[bool, str | None]:
+    """Whether a py-libp2p dial error comes from a peer-ID mismatch (somewhere in its chain of
+    causes and multi-errors), and the peer found instead when the message tells it."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if type(e).__name__ == "PeerIDMismatchesPubkey" or _MISMATCH.search(str(e)):
+            m = _FOUND.search(str(e))
+            return True, m.group(1) if m else None
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        for group in (getattr(e, "errors", None), getattr(e, "exceptions", None)):
+            if isinstance(group, list | tuple):
+                todo.extend(x for x in group if isinstance(x, BaseException))
+    return False, None
 
 
 class PeerStream:
@@ -119,6 +158,11 @@ class PeerStream:
                 await self._raw.reset()  # type: ignore[attr-defined]
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
 StreamHandler = Callable[[PeerStream], Awaitable[None]]
 
 
@@ -162,12 +206,28 @@ async def resolve_dns(addr: str) -> str:
     return "/".join(parts)
 
 
+class Gate(Protocol):
+    """Admission to the pool (``overlay/admit``): asked before every stream, both ways."""
+
+    def exempt(self, protocol: str) -> bool: ...
+
+    def allows(self, peer_id: str) -> bool: ...
+
+    def refuse(self, peer_id: str, protocol: str) -> None: ...
+
+    async def ensure(self, peer_id: str) -> None: ...
+
+
 class Host:
     """A running libp2p host, reduced to what opentela needs."""
 
     def __init__(self, raw: object, peer_id: str) -> None:
         self._raw = raw
         self.peer_id = peer_id
+        self.gate: Gate | None = None
+        self.swarm_key = False  # --swarm-key: failed dials say "private network key mismatch?"
+        self.streams = limits.PeerSlots(limits.MAX_STREAMS_PER_PEER)  # inbound, per peer
+        self._over_logged = limits.LogOnce()
 
     def addrs(self) -> list[str]:
         return [str(a) for a in self._raw.get_addrs()]  # type: ignore[attr-defined]
@@ -207,12 +267,19 @@ class Host:
             with trio.fail_after(DIAL_TIMEOUT_S):
                 await self._raw.connect(info)  # type: ignore[attr-defined]
         except Exception as exc:
-            raise StreamFailed(f"dial {addr} failed: {exc!r}") from exc
+            wrong, found = _peer_mismatch(exc)
+            if wrong:
+                raise WrongPeer(addr, pid, found) from exc
+            hint = _pnet_hint(exc, self.swarm_key)
+            why = f"{hint} ({_first_line(exc)})" if hint else _first_line(exc)
+            raise StreamFailed(f"dial {addr} failed: {why}") from exc
         return pid
 
     async def open_stream(self, peer_id: str, protocol: str, *, redial: bool = False) -> PeerStream:
         if redial:
             self.unblock(peer_id)
+        if self.gate is not None and not self.gate.exempt(protocol):
+            await self.gate.ensure(peer_id)  # present our grant once per connection
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
                 raw = await self._raw.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])  # type: ignore[attr-defined]
@@ -227,22 +294,154 @@ class Host:
             return []
         return [str(p) for p, c in conns.items() if c]
 
+    def connection_key(self, peer_id: str) -> int | None:
+        """Identifies the current connection to a peer (a new one after a reconnect)."""
+        try:
+            conns = self._raw.get_network().get_connections(ID.from_base58(peer_id))  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        return id(conns[0]) if conns else None
+
+    async def close_peer(self, peer_id: str) -> None:
+        with trio.move_on_after(2), contextlib.suppress(Exception):
+            await self._raw.get_network().close_peer(ID.from_base58(peer_id))  # type: ignore[attr-defined]
+
     def set_handler(self, protocol: str, handler: StreamHandler) -> None:
         async def wrapped(raw: object) -> None:
             remote = str(raw.muxed_conn.peer_id)  # type: ignore[attr-defined]
+            gate = self.gate
+            if gate is not None and not gate.exempt(protocol) and not gate.allows(remote):
+                # Not a member: not a byte of its payload is read.
+                gate.refuse(remote, protocol)
+                with trio.move_on_after(1), contextlib.suppress(Exception):
+                    await raw.reset()  # type: ignore[attr-defined]
+                await self.close_peer(remote)
+                return
+            if not self.streams.acquire(remote):
+                # Over its concurrent-stream limit: this stream is reset, the others go on.
+                if self._over_logged.should_log(remote, trio.current_time()):
+                    limits_log.warning(
+                        "peer.too_many_streams", peer=remote, limit=self.streams.limit
+                    )
+                with trio.move_on_after(1), contextlib.suppress(Exception):
+                    await raw.reset()  # type: ignore[attr-defined]
+                return
             stream = PeerStream(raw, remote)
             try:
                 await handler(stream)
             finally:
+                self.streams.release(remote)
                 await stream.close()
 
         self._raw.set_stream_handler(TProtocol(protocol), wrapped)  # type: ignore[attr-defined]
 
 
+# -- private network (--swarm-key) ---------------------------------------------------------------
+# py-libp2p hands every raw connection, outbound (``_dial_addr_single_attempt``,
+# ``dial_addr_as_responder``) and inbound (``upgrade_inbound_raw_conn``), to
+# ``swarm.new_protected_conn(conn, swarm.psk)`` before security when ``swarm.psk`` is set. That
+# call is the narrowest hook: ``psk`` holds a ``_SwarmKey`` and ``_protect`` wraps the connection
+# in the go/js-compatible protector; any other psk still gets py-libp2p's own.
+
+pnet_log = structlog.get_logger("opentela.pnet")
+
+
+class _SwarmKey:
+    def __init__(self, psk: bytes) -> None:
+        self.psk = psk
+        self.fingerprint = pnet.fingerprint(psk)
+        self.log_once = pnet.LogOnce()
+
+
+class _PnetConn(IRawConnection):
+    """A raw connection inside the XSalsa20 protector (``overlay/pnet.py``)."""
+
+    def __init__(self, inner: IRawConnection, key: _SwarmKey) -> None:
+        self._inner = inner
+        self._key = key
+        self.is_initiator = inner.is_initiator
+        self._stream = pnet.ProtectedStream(inner, key.psk, expect=pnet.MULTISTREAM_HEADER)
+
+    def _refused(self, exc: pnet.PnetError) -> RawConnError:
+        if not self.is_initiator:  # a dialer hears it from Host.connect
+            remote = self._inner.get_remote_address()
+            where = f"{remote[0]}:{remote[1]}" if remote else "?"
+            # Once per address and reason a minute: dialers retry every few seconds.
+            seen = f"{remote[0] if remote else '?'} {exc}"
+            if self._key.log_once.should_log(seen, trio.current_time()):
+                pnet_log.warning("pnet.refused", remote=where, reason=str(exc))
+        return RawConnError(str(exc))
+
+    async def read(self, n: int | None = None) -> bytes:
+        try:
+            return await self._stream.read(n)
+        except pnet.PnetError as exc:
+            raise self._refused(exc) from exc
+
+    async def write(self, data: bytes) -> None:
+        await self._stream.write(data)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    def get_remote_address(self) -> tuple[str, int] | None:
+        return self._inner.get_remote_address()
+
+    def get_transport_addresses(self) -> list[multiaddr.Multiaddr]:
+        return self._inner.get_transport_addresses()
+
+    def get_connection_type(self) -> ConnectionType:
+        return self._inner.get_connection_type()
+
+
+_libp2p_protect = _libp2p_swarm.new_protected_conn
+
+
+def _protect(conn: IRawConnection, psk: object) -> IRawConnection:
+    if isinstance(psk, _SwarmKey):
+        return _PnetConn(conn, psk)
+    return _libp2p_protect(conn, psk)  # type: ignore[arg-type]
+
+
+_libp2p_swarm.new_protected_conn = _protect
+
+
+def _pnet_hint(exc: BaseException, keyed: bool) -> str:
+    """What to add to a failed dial's message. Under --swarm-key: the pnet layer's own words
+    when it said something, else the likely cause; a TCP failure (nothing listens) gets none.
+    Without a key: a hint only when the security negotiation itself failed."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    hint = "private network key mismatch? (or the peer has no --swarm-key)" if keyed else ""
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, pnet.PnetError):
+            text = str(e)
+            return text if "mismatch?" in text else f"private network key mismatch? {text}"
+        if isinstance(e, OpenConnectionError):
+            hint = ""
+        if not keyed and isinstance(e, SecurityUpgradeFailure):
+            hint = "security negotiation failed: not a libp2p node, or one that needs --swarm-key?"
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        for group in (getattr(e, "errors", None), getattr(e, "exceptions", None)):
+            if isinstance(group, list | tuple):
+                todo.extend(x for x in group if isinstance(x, BaseException))
+    return hint
+
+
 @asynccontextmanager
 async def open_host(
-    key: Ed25519PrivateKey, listen_host: str, listen_port: int, public_addr: str | None = None
+    key: Ed25519PrivateKey,
+    listen_host: str,
+    listen_port: int,
+    public_addr: str | None = None,
+    swarm_key: bytes | None = None,
 ) -> AsyncIterator[Host]:
+    """``swarm_key``: the 32-byte private-network key (``overlay/pnet.py``); every connection,
+    in and out, is then wrapped in the go/js-compatible protector before Noise."""
     kp = create_new_key_pair(identity.seed(key))
     raw = new_host(
         key_pair=kp,
@@ -255,5 +454,10 @@ async def open_host(
         ),
         announce_addrs=_announce_addrs(listen_host, listen_port, public_addr),
     )
+    if swarm_key is not None:
+        raw.get_network().psk = _SwarmKey(swarm_key)  # see _protect
+        pnet_log.info("pnet.on", fingerprint=pnet.fingerprint(swarm_key))
     async with raw.run([_listen_addr(listen_host, listen_port)]):
-        yield Host(raw, identity.peer_id(key))
+        host = Host(raw, identity.peer_id(key))
+        host.swarm_key = swarm_key is not None
+        yield host

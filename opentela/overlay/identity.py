@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import base58
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from ..table.signing import peer_id_from_public_key, public_key_bytes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 KEY_FILE = "identity.key"
 
@@ -24,10 +24,25 @@ def key_path(home: Path) -> Path:
     return Path(home).expanduser() / KEY_FILE
 
 
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _make_home(home: Path) -> None:
+    """The node directory, created if missing; a mistake in ``--home`` is one clear line."""
+    home = Path(home).expanduser()
+    if home.exists() and not home.is_dir():
+        raise IdentityError(f"--home {home} is a file, not a directory")
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a parent is a file, read-only file system, permission denied
+        raise IdentityError(f"cannot create --home {home}: {_why(exc)}") from exc
+
+
 def create(home: Path) -> Ed25519PrivateKey:
     """Write a new key; refuse to overwrite one (losing a key changes the node's peer ID)."""
     path = key_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_home(path.parent)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -38,8 +53,14 @@ def create(home: Path) -> Ed25519PrivateKey:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
         raise IdentityError(f"{path} already exists") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    except OSError as exc:
+        raise IdentityError(f"cannot write {path}: {_why(exc)} (is --home writable?)") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # never leave a truncated key behind
+        raise IdentityError(f"cannot write {path}: {_why(exc)}") from exc
     return key
 
 
@@ -47,9 +68,15 @@ def load(home: Path) -> Ed25519PrivateKey:
     path = key_path(home)
     try:
         data = path.read_bytes()
+        mode = path.stat().st_mode & 0o777
     except FileNotFoundError as exc:
         raise IdentityError(f"no identity at {path}; run `opentela-node init --home DIR`") from exc
-    mode = path.stat().st_mode & 0o777
+    except IsADirectoryError as exc:
+        raise IdentityError(f"{path} is a directory, not a key file") from exc
+    except NotADirectoryError as exc:
+        raise IdentityError(f"--home {path.parent} is not a directory") from exc
+    except OSError as exc:  # permission denied (another user's key), I/O error
+        raise IdentityError(f"cannot read {path}: {_why(exc)}") from exc
     if mode & 0o077:
         raise IdentityError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
     try:
@@ -62,7 +89,27 @@ def load(home: Path) -> Ed25519PrivateKey:
 
 
 def load_or_create(home: Path) -> Ed25519PrivateKey:
-    return load(home) if key_path(home).exists() else create(home)
+    # lexists: False (not an exception) when home is a file or cannot be searched; create()
+    # then says what is wrong with --home.
+    return load(home) if os.path.lexists(key_path(home)) else create(home)
+
+
+# protobuf PublicKey{Type: Ed25519 (1), Data: 32 bytes}
+_PB_ED25519_PREFIX = b"\x08\x01\x12\x20"
+
+
+def peer_id_from_public_key(public_key: bytes) -> str:
+    """The libp2p peer ID of an Ed25519 public key, computed without libp2p: the identity
+    multihash of the protobuf-encoded key, base58btc. The key that signs a record or is named in
+    a grant is thereby bound to the peer ID the Noise handshake authenticates."""
+    if len(public_key) != 32:
+        raise ValueError("ed25519 public key must be 32 bytes")
+    pb = _PB_ED25519_PREFIX + public_key
+    return base58.b58encode(b"\x00" + bytes([len(pb)]) + pb).decode()
+
+
+def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def peer_id(key: Ed25519PrivateKey) -> str:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 import msgpack
 
 RECORD_FORMAT = 1
+MAX_RECORD_BYTES = 64 * 1024
+"""A record's encoded body: a node with 32 addresses, 64 services and 16 GPUs is ~10 KiB;
+anything larger is refused before it is verified, decoded, stored or relayed."""
 
 # Node status values. "left" is a tombstone: the node said goodbye and must not be routed to.
 READY = "ready"
@@ -62,6 +65,8 @@ class NodeRecord:
     load: int = 0
     software: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    grant: bytes = b""
+    """The authority's grant for this peer (``access/grant``); empty in an open pool."""
 
     def encode(self) -> bytes:
         return msgpack.packb(
@@ -79,12 +84,15 @@ class NodeRecord:
                 self.load,
                 self.software,
                 sorted(self.extra.items()),
+                *([self.grant] if self.grant else []),
             ],
             use_bin_type=True,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> NodeRecord:
+        if len(data) > MAX_RECORD_BYTES:
+            raise RecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
         try:
             items = msgpack.unpackb(data, raw=False, strict_map_key=True)
             if not isinstance(items, list) or not items or items[0] != RECORD_FORMAT:
@@ -104,6 +112,10 @@ class NodeRecord:
                 software,
                 extra,
             ) = items[:13]
+            # Later fields are optional: a record of an open pool encodes as before.
+            grant = items[13] if len(items) > 13 else b""
+            if not isinstance(grant, bytes):
+                raise RecordError("grant must be bytes")
             rec = cls(
                 peer_id=str(peer_id),
                 version=int(version),
@@ -120,6 +132,7 @@ class NodeRecord:
                 load=int(load),
                 software=str(software),
                 extra={str(k): str(v) for k, v in extra},
+                grant=grant,
             )
         except RecordError:
             raise

@@ -1,26 +1,26 @@
 """Sign and verify records. A record is only accepted when its signer *is* its author.
 
-Peer IDs are computed here (pure, no libp2p import) the way libp2p does for Ed25519 keys:
-the identity multihash of the protobuf-encoded public key, base58btc. So the key that signs a
-record is bound to the peer ID that the Noise handshake authenticates.
+Peer IDs come from ``overlay/identity`` (pure, no libp2p import), computed the way libp2p does
+for Ed25519 keys, so the key that signs a record is bound to the peer ID that the Noise
+handshake authenticates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import base58
 import msgpack
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .record import NodeRecord, RecordError
+from ..overlay import identity
+from ..overlay.identity import public_key_bytes
+from .record import MAX_RECORD_BYTES, NodeRecord, RecordError
+
+__all__ = ["InvalidRecord", "SignedRecord", "peer_id_from_public_key", "public_key_bytes"]
 
 # Domain separation: a signature over a record can never be replayed as anything else.
 _DOMAIN = b"opentela/record/v1\x00"
-# protobuf PublicKey{Type: Ed25519 (1), Data: 32 bytes}
-_PB_ED25519_PREFIX = b"\x08\x01\x12\x20"
 
 
 class InvalidRecord(RecordError):
@@ -28,14 +28,10 @@ class InvalidRecord(RecordError):
 
 
 def peer_id_from_public_key(public_key: bytes) -> str:
-    if len(public_key) != 32:
-        raise InvalidRecord("ed25519 public key must be 32 bytes")
-    pb = _PB_ED25519_PREFIX + public_key
-    return base58.b58encode(b"\x00" + bytes([len(pb)]) + pb).decode()
-
-
-def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    try:
+        return identity.peer_id_from_public_key(public_key)
+    except ValueError as exc:
+        raise InvalidRecord(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -46,6 +42,9 @@ class SignedRecord:
     public_key: bytes
     signature: bytes
     record: NodeRecord
+    admitted_until_s: float = float("inf")
+    """In a closed pool, when (receiver's monotonic clock) the author's grant expires; the
+    record stops being routable then (``table/admitted``). Local only, never on the wire."""
 
     def pack(self) -> list[bytes]:
         return [self.body, self.public_key, self.signature]
@@ -69,6 +68,8 @@ def verify(packed: object) -> SignedRecord:
     body, pub, sig = packed
     if not all(isinstance(x, bytes) for x in (body, pub, sig)):
         raise InvalidRecord("record fields must be bytes")
+    if len(body) > MAX_RECORD_BYTES:
+        raise InvalidRecord(f"record of {len(body)} bytes exceeds {MAX_RECORD_BYTES}")
     try:
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, _DOMAIN + body)
     except (InvalidSignature, ValueError) as exc:

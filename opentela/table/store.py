@@ -26,6 +26,15 @@ class Entry:
     last_seen_s: float
     alive: bool
     suspect: bool = False
+    liveness: str | None = None  # the membership verdict (alive, suspect, dead, left), if any
+
+    @property
+    def state(self) -> str:
+        """What a person is told: alive or suspect while routable-by-liveness, else ``left``
+        (its tombstone arrived, or membership heard it say goodbye) or ``dead``."""
+        if self.alive:
+            return SUSPECT if self.suspect else ALIVE
+        return GONE if self.record.status == LEFT or self.liveness == GONE else DEAD
 
     @property
     def record(self) -> NodeRecord:
@@ -113,6 +122,8 @@ class TableStore:
             return False
         if peer_id == self.self_id:
             return True
+        if now_s >= rec.admitted_until_s:
+            return False  # its grant expired: out of routing at once
         state = self._liveness.get(peer_id)
         if state is not None:
             return state[0] in (ALIVE, SUSPECT)
@@ -156,6 +167,7 @@ class TableStore:
                 self._seen.get(pid, now_s),
                 self.alive(pid, now_s),
                 self._liveness.get(pid, ("", 0.0))[0] == SUSPECT,
+                self.liveness(pid),
             )
             for pid, s in self._records.items()
         }

@@ -26,7 +26,7 @@ import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..overlay import framing
+from ..overlay import framing, limits
 from ..overlay.host import Host, PeerStream, StreamFailed
 from . import digest as dg
 from .record import LEFT, NodeRecord
@@ -38,7 +38,8 @@ TTL_S = 30.0  # a record membership has not confirmed is routable this long afte
 MAINTENANCE_S = 5.0  # how often forgotten authors are expired
 AE_INTERVAL_S = 5.0  # anti-entropy period (one random peer per period; repairs lost pushes)
 EXCHANGE_TIMEOUT_S = 3.0  # bound on any one control-plane exchange
-MAX_RECORDS_PER_MESSAGE = 512
+MAX_RECORDS_PER_MESSAGE = 512  # records per push or pull answer (~10 KiB each, < MAX_FRAME)
+MAX_DIGEST_ENTRIES = 16384  # authors in a digest or a want list: far above any pool's size
 
 log = structlog.get_logger("opentela.table")
 
@@ -52,6 +53,7 @@ class TableSync:
         *,
         rng: random.Random | None = None,
         on_peer: Callable[[NodeRecord], None] | None = None,
+        admit: Callable[[SignedRecord, float], SignedRecord | None] | None = None,
     ) -> None:
         self.host = host
         self._key = key
@@ -59,8 +61,11 @@ class TableSync:
         self.store = TableStore(host.peer_id, TTL_S)
         self._own = initial
         self._on_peer = on_peer
+        self._admit = admit  # closed pool: checks the author's grant, bounds its claims
         self._nursery: trio.Nursery | None = None
         self.stats = {"rejected": 0, "pushes_sent": 0, "syncs": 0, "bytes_sent": 0}
+        self._rate = limits.PeerRate(limits.TABLE_RATE_PER_S, limits.TABLE_BURST)
+        self._over_logged = limits.LogOnce()
         self._publish_local(initial)
 
     # -- own record ---------------------------------------------------------------------------
@@ -132,19 +137,29 @@ class TableSync:
 
     def _accept(self, packed: list[Any], source: str, ages: Any = None) -> list[SignedRecord]:
         good: list[SignedRecord] = []
+        now = trio.current_time()
         for item in packed[:MAX_RECORDS_PER_MESSAGE]:
             try:
-                good.append(verify(item))
+                signed = verify(item)
             except InvalidRecord as exc:
                 self.stats["rejected"] += 1
                 log.warning("table.record_rejected", source=source, reason=str(exc))
+                continue
+            if self._admit is not None and signed.record.peer_id != self.host.peer_id:
+                admitted = self._admit(signed, now)
+                if admitted is None:
+                    self.stats["rejected"] += 1  # logged by the admission check, rate-limited
+                    continue
+                signed = admitted
+            good.append(signed)
         age_s: dict[str, float] = {}
-        if isinstance(ages, dict):
-            for k, v in ages.items():
-                if isinstance(k, str) and isinstance(v, int | float):
-                    age_s[k] = float(v)
+        if isinstance(ages, dict):  # only the accepted authors' ages: bounded by the records
+            for r in good:
+                v = ages.get(r.record.peer_id)
+                if isinstance(v, int | float):
+                    age_s[r.record.peer_id] = float(v)
         before = {r.record.peer_id: self.store.get(r.record.peer_id) for r in good}
-        fresh = self.store.apply(good, trio.current_time(), age_s)
+        fresh = self.store.apply(good, now, age_s)
         for rec in fresh:
             r = rec.record
             if r.peer_id == self.host.peer_id:
@@ -192,7 +207,12 @@ class TableSync:
                 except StreamFailed:
                     return
                 for frame in frames:
-                    reply = self._serve(frame, stream.remote_peer)
+                    if self._rate.allow(stream.remote_peer, trio.current_time()):
+                        reply = self._serve(frame, stream.remote_peer)
+                    else:
+                        reply = {"error": "rate limited"}  # not processed; the peer retries
+                        if self._over_logged.should_log(stream.remote_peer, trio.current_time()):
+                            log.warning("table.rate_limited", peer=stream.remote_peer)
                     data = framing.encode(framing.BODY, reply)
                     self.stats["bytes_sent"] += len(data)
                     await stream.send(data)
@@ -206,7 +226,12 @@ class TableSync:
         op = msg.get("op")
         records = self.store.records()
         if op == "push":
-            self._accept(list(msg.get("records") or []), source, msg.get("ages"))
+            packed = msg.get("records") or []
+            if not isinstance(packed, list):
+                return {"error": "records must be a list"}
+            if len(packed) > MAX_RECORDS_PER_MESSAGE:
+                return {"error": f"more than {MAX_RECORDS_PER_MESSAGE} records in one push"}
+            self._accept(packed, source, msg.get("ages"))
             return {"ok": True}
         if op == "hash":
             d = dg.digest(records)
@@ -214,7 +239,11 @@ class TableSync:
                 return {"same": True}
             return {"digest": d}
         if op == "pull":
-            want = [p for p in msg.get("want") or [] if p in records][:MAX_RECORDS_PER_MESSAGE]
+            asked = msg.get("want") or []
+            if not isinstance(asked, list) or len(asked) > MAX_DIGEST_ENTRIES:
+                return {"error": f"want must be a list of at most {MAX_DIGEST_ENTRIES} peer ids"}
+            want = [p for p in asked if isinstance(p, str) and p in records]
+            want = want[:MAX_RECORDS_PER_MESSAGE]
             return {"records": [records[p].pack() for p in want], "ages": self._ages(want)}
         return {"error": f"unknown op {op!r}"}
 
@@ -240,8 +269,9 @@ class TableSync:
                 self.stats["syncs"] += 1
                 if reply.get("same"):
                     return 0
-                remote = {str(k): int(v) for k, v in (reply.get("digest") or {}).items()}
+                remote = _remote_digest(reply.get("digest"))
                 want, send = dg.difference(local, remote)
+                want = want[:MAX_RECORDS_PER_MESSAGE]  # the rest comes in the next rounds
                 if want:
                     got = await self._exchange(stream, {"op": "pull", "want": want})
                     records_in = list(got.get("records") or [])
@@ -310,3 +340,15 @@ class TableSync:
             async with trio.open_nursery() as n:
                 for pid in peers:
                     n.start_soon(self._push_to, pid, [signed])
+
+
+def _remote_digest(raw: Any) -> dg.Digest:
+    """A peer's digest, checked: at most ``MAX_DIGEST_ENTRIES`` authors, each a str → int."""
+    if not isinstance(raw, dict) or len(raw) > MAX_DIGEST_ENTRIES:
+        raise StreamFailed(f"digest must be a map of at most {MAX_DIGEST_ENTRIES} authors")
+    out: dg.Digest = {}
+    for k, v in raw.items():
+        if not (isinstance(k, str) and isinstance(v, int) and 0 <= v < 2**63):
+            raise StreamFailed("digest entries must be peer id → version")
+        out[k] = v
+    return out

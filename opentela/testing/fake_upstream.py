@@ -8,7 +8,13 @@ must behave like a foreign process.
 CLI::
 
     python -m opentela.testing.fake_upstream --host 127.0.0.1 --port 0 \
-        --model NAME [--model NAME2] [--tokens 16] [--token-delay-ms 0] [--latency-ms 0]
+        --model NAME [--model NAME2] [--tokens 16] [--token-delay-ms 0] [--latency-ms 0] \
+        [--fail-status 503 [--fail-count N]]
+
+``--fail-status`` makes API calls (chat, completions, embeddings) answer that status with an
+OpenAI-shaped error, so tests can drive the gateway's retries; ``--fail-count N`` fails only
+the first N of them. ``/stats`` counts the API calls received (``api_requests``) and the
+failures injected (``failed``), so a test can tell exactly how many attempts reached it.
 
 It prints ``READY http://HOST:PORT`` once listening so a parent process can wait
 for that line instead of polling the port.
@@ -42,11 +48,15 @@ class _Config:
     tokens: int
     token_delay_s: float
     latency_s: float
+    fail_status: int = 0  # 0: never fail
+    fail_count: int = -1  # with fail_status: fail this many API calls; -1: all of them
 
 
 @dataclass
 class _Stats:
     requests: int = 0
+    api_requests: int = 0  # chat, completions, embeddings (the calls a gateway forwards)
+    failed: int = 0  # answered with the injected fail_status
     in_flight: int = 0
     cancelled: int = 0
     completed: int = 0
@@ -102,6 +112,8 @@ async def _stats(request: web.Request) -> web.Response:
             "in_flight": s.in_flight,
             "cancelled": s.cancelled,
             "completed": s.completed,
+            "api_requests": s.api_requests,
+            "failed": s.failed,
             "last_headers": s.last_headers,
         }
     )
@@ -115,8 +127,29 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     return await _generate(request, chat=False)
 
 
+def _injected_failure(request: web.Request, stats: _Stats) -> web.Response | None:
+    """Count an API call; answer it with the configured failure while any remain."""
+    cfg = request.app[_CONFIG]
+    stats.api_requests += 1
+    if not cfg.fail_status or (0 <= cfg.fail_count <= stats.failed):
+        return None
+    stats.failed += 1
+    body = {
+        "error": {
+            "message": f"fake upstream: injected failure {cfg.fail_status}",
+            "type": "server_error",
+            "code": "injected_failure",
+        }
+    }
+    return web.Response(
+        status=cfg.fail_status, text=wire.DUMPS(body), content_type="application/json"
+    )
+
+
 async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     stats = _track(request)
+    if (failure := _injected_failure(request, stats)) is not None:
+        return failure
     cfg = request.app[_CONFIG]
     parsed = await wire.read_generation(request, cfg.models, cfg.tokens)
     if isinstance(parsed, web.Response):
@@ -193,6 +226,8 @@ def _embedding(text: str, dims: int) -> list[float]:
 
 async def _embeddings(request: web.Request) -> web.Response:
     stats = _track(request)
+    if (failure := _injected_failure(request, stats)) is not None:
+        return failure
     parsed = await wire.read_request(request, request.app[_CONFIG].models)
     if isinstance(parsed, web.Response):
         return parsed
@@ -237,6 +272,8 @@ def build_app(
     tokens: int = 16,
     token_delay_s: float = 0.0,
     latency_s: float = 0.0,
+    fail_status: int = 0,
+    fail_count: int = -1,
 ) -> web.Application:
     """Build the app without binding, so tests can host it in-process on any loop."""
     app = web.Application()
@@ -246,6 +283,8 @@ def build_app(
         tokens=tokens,
         token_delay_s=token_delay_s,
         latency_s=latency_s,
+        fail_status=fail_status,
+        fail_count=fail_count,
     )
     app[_STATS] = _Stats()
     app.router.add_get("/v1/models", _models)
@@ -263,6 +302,8 @@ async def _serve(args: argparse.Namespace) -> None:
         tokens=args.tokens,
         token_delay_s=args.token_delay_ms / 1000.0,
         latency_s=args.latency_ms / 1000.0,
+        fail_status=args.fail_status,
+        fail_count=args.fail_count,
     )
     await serve_until_signal(web.AppRunner(app, access_log=None), args.host, args.port)
 
@@ -278,7 +319,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--token-delay-ms", type=float, default=0.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
-    return p.parse_args(argv)
+    p.add_argument(
+        "--fail-status",
+        type=int,
+        default=0,
+        help="answer API calls with this HTTP status (e.g. 503) and an OpenAI-shaped error",
+    )
+    p.add_argument(
+        "--fail-count",
+        type=int,
+        default=-1,
+        help="with --fail-status: fail only the first N API calls (default: all)",
+    )
+    args = p.parse_args(argv)
+    if args.fail_status and not 400 <= args.fail_status <= 599:
+        p.error("--fail-status must be an HTTP error status (400-599)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,8 @@
-"""Keeps the node's advertised service true to the backend: probe, withdraw, restore."""
+"""Keeps the node's advertised service true to the backend: probe, withdraw, restore.
+
+The probe and load loops run for the node's lifetime: a ``--subprocess`` backend that exits is
+restarted (``supervisor.py``) and must be advertised again, with its models, once it answers.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ class WorkerAgent:
         self.service_name = service_name
         self.extra_groups = extra_groups
         self.health = Health()
-        self.backend_exited = False
+        self._reachable: bool | None = None  # last probe outcome that was logged
+        self._exits = 0  # backend exits seen; a probe that spans one is stale
         self._last_models: tuple[str, ...] = ()
         self.published_load = 0
         self._published_at = 0.0
@@ -72,7 +77,7 @@ class WorkerAgent:
 
     async def run_load(self) -> None:
         """Sample load; publish it when it changed enough (``load_worth_publishing``)."""
-        while not self.backend_exited:
+        while True:
             await trio.sleep(LOAD_TICK_S)
             current = self.current_load(await self._backend_queue())
             now = trio.current_time()
@@ -93,8 +98,16 @@ class WorkerAgent:
         else:
             log.warning("service.withdrawn", service=self.service_name)
 
+    def backend_up(self) -> bool:
+        return self.health.up
+
+    def stopping(self) -> bool:
+        return self.server.draining
+
     def on_backend_exit(self, code: int) -> None:
-        self.backend_exited = True
+        """The backend process died: withdraw at once (entries answer 503 + Retry-After with
+        its last models) instead of waiting for probes; they go on, to see it come back."""
+        self._exits += 1
         self.health, changed = force_down(self.health)
         if changed:
             self._publish()
@@ -106,16 +119,31 @@ class WorkerAgent:
             await self._run_health()
             nursery.cancel_scope.cancel()
 
+    def _log_probe(self, error: str | None) -> None:
+        """One line when the probe outcome changes (reachable ↔ not), never one per probe."""
+        reachable = error is None
+        if reachable == self._reachable:
+            return
+        url = f"{self.backend.base_url}/v1/models"
+        if reachable:
+            log.info("backend.probe_ok", url=url)
+        elif self._reachable is None:
+            log.info("backend.probe_failed", url=url, error=error)  # still starting, probably
+        else:
+            log.warning("backend.probe_failed", url=url, error=error)
+        self._reachable = reachable
+
     async def _run_health(self) -> None:
-        while not self.backend_exited:
+        while True:
+            exits = self._exits
             try:
                 models: tuple[str, ...] | None = await to_aio(self.backend.list_models)()
+                self._log_probe(None)
             except BackendError as exc:
-                if self.health.up or self.health.failures == 0:
-                    log.info("backend.probe_failed", error=str(exc))
+                self._log_probe(str(exc))
                 models = None
-            if self.backend_exited:
-                break
+            if exits != self._exits:
+                models = None  # answered by the process that just died: not news
             self.health, changed = observe(self.health, models)
             if changed:
                 self._publish()

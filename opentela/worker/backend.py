@@ -6,24 +6,39 @@ import json
 
 import aiohttp
 
+from ..httpheaders import CLIENT_CREDENTIALS
 from .metrics import BackendLoad
 from .metrics import parse as parse_metrics
 
 
 class BackendError(Exception):
-    """The backend could not be reached or answered garbage."""
+    """The backend could not be reached or answered garbage; the message names the URL."""
+
+
+def _reason(exc: BaseException) -> str:
+    """aiohttp's text for a connection error, e.g. ``ClientConnectorError: Cannot connect to
+    host 127.0.0.1:8080 ssl:default [Connect call failed ('127.0.0.1', 8080)]``."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Backend:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, api_key: str = "") -> None:
         self.base_url = base_url.rstrip("/")
+        self._api_key = api_key  # --service.api-key: never logged, never in an error message
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
+        # The worker's own key rides on every request of this session: forwarded ones, the
+        # health probe, metrics reads, and the entry's local path (which uses this session).
+        # Clients' credentials never get here (dropped at the entry and again in serve.py).
+        # No cookie jar: a Set-Cookie from one user's answer must not ride on the next user's.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             auto_decompress=False,  # bytes pass through unchanged, Content-Encoding stays true
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else None,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -37,19 +52,25 @@ class Backend:
         return self._session
 
     async def list_models(self, timeout_s: float = 3.0) -> tuple[str, ...]:
-        """``GET /v1/models`` doubles as the health probe (llama.cpp's server has no /health)."""
+        """``GET /v1/models`` doubles as the health probe (llama.cpp's server has no /health).
+        Errors name the full URL: a base URL given with a path shows up doubled there."""
+        url = f"{self.base_url}/v1/models"
         try:
             async with self.session.get(
-                f"{self.base_url}/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+                url, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as resp:
                 if resp.status != 200:
-                    raise BackendError(f"/v1/models answered {resp.status}")
+                    raise BackendError(f"GET {url} answered {resp.status}")
                 data = json.loads(await resp.read())
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise BackendError(f"GET {url}: no answer in {timeout_s:g}s") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"GET {url}: {_reason(exc)}") from exc
+        except ValueError as exc:
+            raise BackendError(f"GET {url} did not answer JSON: {exc}") from exc
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise BackendError("/v1/models has no data list")
+            raise BackendError(f"GET {url} has no 'data' list")
         return tuple(str(m["id"]) for m in items if isinstance(m, dict) and "id" in m)
 
     async def read_load(self, path: str, timeout_s: float = 1.0) -> BackendLoad | None:
@@ -69,12 +90,18 @@ class Backend:
         self, method: str, path: str, headers: list[list[str]], body: bytes
     ) -> aiohttp.ClientResponse:
         """Send a request; the caller reads the body from ``resp.content`` and releases it."""
+        url = f"{self.base_url}{path}"
         try:
+            # No redirects: a backend's Location must not send the worker to another host.
             return await self.session.request(
-                method, f"{self.base_url}{path}", headers=[(k, v) for k, v in headers], data=body
+                method,
+                url,
+                headers=[(k, v) for k, v in headers if k.lower() not in CLIENT_CREDENTIALS],
+                data=body,
+                allow_redirects=False,
             )
         except aiohttp.ClientError as exc:
-            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+            raise BackendError(f"{method} {url}: {_reason(exc)}") from exc
 
     async def start_and_read(
         self, method: str, path: str, headers: list[list[str]], body: bytes

@@ -4,6 +4,11 @@ One stream carries one request at a time (the entry side pools streams). While a
 streams out, a watcher reads the stream: a CANCEL frame, a reset or an EOF means the client is
 gone, and the backend request is cancelled at once (an abandoned generation keeps a GPU busy).
 Only the configured backend is ever reachable: the request names a service, never a host.
+
+Any member can open this protocol, so this is the trust boundary (issue 9): before any backend
+connection the method and path are checked (``httppaths.py``; refused with a non-retryable 4xx,
+since every replica would refuse the same), the client's credentials are dropped whatever the
+entry sent, and one peer's concurrent requests are bounded so it cannot starve the others.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import trio
 
 from ..aio_bridge import to_aio
 from ..httpheaders import DROP_TO_BACKEND, end_to_end
+from ..httppaths import Refusal, path_problem
 from ..overlay import framing
 from ..overlay.host import PeerStream, StreamFailed
 from .backend import Backend, BackendError
@@ -27,6 +33,13 @@ log = structlog.get_logger("opentela.worker")
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
+# Requests one peer may have in flight here at once. An entry node carries all of its clients'
+# requests to us, so this is far above one client's needs (a busy head forwards tens at once;
+# the backend queues beyond its batch size anyway) while one member cannot hold every backend
+# connection. Over it: 429, retryable, so the entry tries another replica.
+MAX_CONCURRENT_PER_PEER = 256
+REFUSAL_LOG_INTERVAL_S = 60.0  # refusals are logged once per peer per minute, not per request
+
 
 def error_frame(status: int, message: str, type_: str, code: str, retryable: bool) -> bytes:
     return framing.encode(
@@ -36,10 +49,22 @@ def error_frame(status: int, message: str, type_: str, code: str, retryable: boo
 
 
 class ForwardServer:
-    def __init__(self, backend: Backend, service_name: str, self_id: str) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        service_name: str,
+        self_id: str,
+        allow_paths: tuple[str, ...] = (),
+        max_per_peer: int = MAX_CONCURRENT_PER_PEER,
+    ) -> None:
         self.backend = backend
         self.service_name = service_name
         self.self_id = self_id
+        self.allow_paths = allow_paths  # --service.allow-path globs
+        self.max_per_peer = max_per_peer
+        self.per_peer: dict[str, int] = {}
+        self.refused = 0
+        self._refusal_logged: dict[str, float] = {}
         self.available = False  # set by the health loop; while False we refuse (retryably)
         self.draining = False  # set when the node stops: finish what runs, refuse the rest
         self.in_flight = 0
@@ -97,7 +122,9 @@ class ForwardServer:
             frame = pending.popleft()
             if frame.kind == framing.REQ_HEAD and isinstance(frame.payload, dict):
                 head, body = frame.payload, bytearray()
-            elif frame.kind == framing.BODY and head is not None:
+            elif (
+                frame.kind == framing.BODY and head is not None and isinstance(frame.payload, bytes)
+            ):
                 body += frame.payload
             elif frame.kind == framing.END and head is not None:
                 await out.send((head, bytes(body)))
@@ -108,6 +135,26 @@ class ForwardServer:
                 return
 
     async def _serve_one(self, stream: PeerStream, head: dict, body: bytes) -> None:
+        method, path = head.get("method", "POST"), head.get("path", "/")
+        refusal = path_problem(method, path, self.allow_paths)
+        if refusal is not None:
+            await self._refuse(stream, refusal, method, path)
+            return
+        assert isinstance(method, str) and isinstance(path, str)
+        peer = stream.remote_peer
+        if self.per_peer.get(peer, 0) >= self.max_per_peer:
+            await self._refuse(
+                stream,
+                Refusal(
+                    429,
+                    "too_many_requests",
+                    f"this worker already serves {self.max_per_peer} requests from your node",
+                ),
+                method,
+                path,
+                retryable=True,
+            )
+            return
         service = head.get("service") or self.service_name
         if service != self.service_name or not self.available or self.draining:
             await stream.send(
@@ -120,15 +167,52 @@ class ForwardServer:
                 )
             )
             return
-        method = str(head.get("method", "POST"))
-        path = str(head.get("path", "/"))
-        headers = end_to_end(head.get("headers") or [], DROP_TO_BACKEND)
+        raw_headers = head.get("headers")
+        headers = end_to_end(
+            [h for h in raw_headers if isinstance(h, list | tuple) and len(h) == 2]
+            if isinstance(raw_headers, list)
+            else [],
+            DROP_TO_BACKEND,
+        )
         self.in_flight += 1
+        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
         try:
             await self._proxy(stream, method, path, headers, body)
             self.served += 1
         finally:
             self.in_flight -= 1
+            if (left := self.per_peer[peer] - 1) > 0:
+                self.per_peer[peer] = left
+            else:
+                del self.per_peer[peer]
+
+    async def _refuse(
+        self,
+        stream: PeerStream,
+        refusal: Refusal,
+        method: object,
+        path: object,
+        retryable: bool = False,
+    ) -> None:
+        """Answer without touching the backend; OpenAI-shaped, so the entry passes it on."""
+        self.refused += 1
+        peer, now = stream.remote_peer, trio.current_time()
+        if now - self._refusal_logged.get(peer, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+            if len(self._refusal_logged) > 4096:  # bounded memory whatever peers come and go
+                self._refusal_logged.clear()
+            self._refusal_logged[peer] = now
+            log.warning(
+                "forward.refused",
+                peer=peer,
+                status=refusal.status,
+                method=str(method)[:16],
+                path=str(path)[:200],
+                reason=refusal.message,
+            )
+        type_ = "rate_limit_error" if refusal.status == 429 else "invalid_request_error"
+        await stream.send(
+            error_frame(refusal.status, refusal.message, type_, refusal.code, retryable)
+        )
 
     async def _proxy(
         self, stream: PeerStream, method: str, path: str, headers: list[list[str]], body: bytes

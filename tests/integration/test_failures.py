@@ -28,10 +28,12 @@ class Load:
     concurrency: int = 8
     stream_every: int = 4  # every 4th request streams
     max_s: float = 120
+    users: int = 0  # > 0: requests carry one of this many OpenAI `user`s (spreads affinity)
     sent: int = 0
     ok: int = 0
     failed: list[str] = field(default_factory=list)
     stream_errors_explicit: int = 0
+    stream_cuts_midway: int = 0  # explicit errors after some content had already been streamed
     stream_errors_silent: list[str] = field(default_factory=list)
     served_by: Counter = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -40,6 +42,8 @@ class Load:
     async def _one(self, s: aiohttp.ClientSession, i: int) -> None:
         stream = i % self.stream_every == 0
         body = {"model": MODEL, "messages": MSG, "stream": stream}
+        if self.users:
+            body["user"] = f"user-{i % self.users}"
         self.sent += 1
         try:
             async with s.post(f"{self.url}/v1/chat/completions", json=body) as r:
@@ -59,6 +63,8 @@ class Load:
                     self.served_by[node] += 1
                 elif '"error"' in text:
                     self.stream_errors_explicit += 1
+                    if '"choices"' in text[: text.index('"error"')]:
+                        self.stream_cuts_midway += 1
                 else:
                     self.stream_errors_silent.append(text[-200:])
         except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
@@ -183,16 +189,33 @@ def test_restarted_worker_is_routable_within_two_seconds(cluster: Cluster) -> No
     assert status == 200 and headers["X-Computing-Node"] == again.peer_id
 
 
+def upstream_streaming(port: int) -> bool:
+    """A generation is in flight on this upstream: with streams ~100x longer than non-streamed
+    answers, that is almost always a stream already sending tokens."""
+    return http_json(f"http://127.0.0.1:{port}/stats")[2]["in_flight"] >= 1
+
+
 def test_chaos_kill_and_restart_loop(cluster: Cluster) -> None:
     """A head and three workers under closed-loop load; one worker killed and restarted again
     and again (bounded: 4 cycles, ~60 s). Non-streaming failures: zero. Streaming failures:
-    only explicit error events."""
-    head, workers, ports = pool_of(cluster, 3)
+    only explicit error events, and there must be some: streams last ~1.5 s (non-streamed
+    answers are instant) and each kill waits until the victim is streaming, so the kills cut
+    streams mid-way and the explicit SSE error path is exercised, not just hoped for."""
+    head, workers, ports = pool_of(cluster, 3, "--tokens", "150", "--token-delay-ms", "10")
     cycles = 4
-    with Load(head.url, max_s=120) as load:
+    with Load(head.url, max_s=120, stream_every=2, users=12) as load:
         wait_for(lambda: load.ok > 100, 20, what="warm load")
         for cycle in range(cycles):
-            i = cycle % len(workers)
+            # The victim: a worker that is streaming right now.
+            i = (
+                wait_for(
+                    lambda: next((j + 1 for j, p in enumerate(ports) if upstream_streaming(p)), 0),
+                    10,
+                    0.01,
+                    what=f"cycle {cycle}: a worker streaming",
+                )
+                - 1
+            )
             workers[i].proc.popen.kill()
             wait_for(lambda: replicas(head) == 2, 6, 0.05, what=f"cycle {cycle}: kill detected")
             workers[i] = cluster.restart(
@@ -203,7 +226,9 @@ def test_chaos_kill_and_restart_loop(cluster: Cluster) -> None:
             wait_for(lambda mark=mark: load.ok > mark + 50, 20, what="load flows")
     print(
         f"chaos: sent={load.sent} ok={load.ok} failed={len(load.failed)} "
-        f"stream_explicit_errors={load.stream_errors_explicit} silent={len(load.stream_errors_silent)}"
+        f"stream_explicit_errors={load.stream_errors_explicit} "
+        f"cut_midway={load.stream_cuts_midway} silent={len(load.stream_errors_silent)}"
     )
     assert load.non_stream_failures == [], load.non_stream_failures[:5]
     assert load.stream_errors_silent == [], load.stream_errors_silent[:3]
+    assert load.stream_cuts_midway >= 1, "no kill cut a stream mid-way: the SSE error path ran 0x"

@@ -129,14 +129,6 @@ def test_subprocess_backend_supervised(cluster: Cluster) -> None:
     wait_for(lambda: not _pid_alive(backend_pid), 5, what="backend stopped with the node")
 
 
-def test_subprocess_death_withdraws_service(cluster: Cluster) -> None:
-    head, w, port = subprocess_worker(cluster, "m-die")
-    wait_for(lambda: head.models() == ["m-die"], 20, what="advertised")
-    os.kill(_listener_pid(port), signal.SIGKILL)
-    wait_for(lambda: head.models() == [], 3, what="withdrawn as soon as the backend died")
-    assert w.proc.alive()
-
-
 def _listener_pid(port: int) -> int:
     """PID of the process listening on 127.0.0.1:``port`` (a backend the node started; other
     loopback addresses may reuse the same port number)."""

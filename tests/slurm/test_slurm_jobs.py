@@ -215,9 +215,10 @@ def test_successor_keeps_the_model_routable(slurm: dict[str, str], pool, tmp_pat
             extra=f"--slurm.resubmit {successor} --slurm.resubmit-before 100s",
         ),
     )  # fmt: skip
-    wait_for(lambda: job_peer(head, first), 60, 0.2, what="first job serving")
+    first_peer = wait_for(lambda: job_peer(head, first), 60, 0.2, what="first job serving")
     missing = []
     jobs: set[str] = set()
+    peers: dict[str, str] = {}  # job -> its node's peer ID, once it serves
     with Load(head.url, concurrency=2) as load:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and job_field(slurm, first, "JobState") not in (
@@ -230,16 +231,24 @@ def test_successor_keeps_the_model_routable(slurm: dict[str, str], pool, tmp_pat
                 missing.append(time.monotonic())
             _, _, table = http_json(f"{head.url}/v1/dnt/table")
             jobs |= {n["slurm"]["job"] for n in table.values() if n.get("slurm", {}).get("job")}
+            for job in jobs - peers.keys():
+                if (pid := job_peer(head, job)) is not None:
+                    peers[job] = pid
             time.sleep(0.2)
-        time.sleep(1)
+        time.sleep(1)  # a few more requests after the first job left: the successor alone
     assert job_field(slurm, first, "JobState") == "COMPLETED"
     assert missing == [], f"model missing {len(missing)} times"
     assert load.failed == [], load.failed[:5]
     successors = jobs - {first}
     assert len(successors) == 1
     (second,) = successors
-    assert job_peer(head, second) is not None
-    assert sum(load.served_by.values()) == load.ok
+    assert second in peers, "the successor job never became routable"
+    assert job_peer(head, second) == peers[second] != first_peer
+    # Every request sent succeeded, and each was served by one of the two jobs (the only
+    # workers in this pool): the successor took over serving, it did not merely appear.
+    assert load.sent > 0 and load.ok == load.sent, (load.ok, load.sent)
+    assert set(load.served_by) == {first_peer, peers[second]}, load.served_by
+    assert load.served_by[first_peer] > 0 and load.served_by[peers[second]] > 0, load.served_by
     subprocess.run(["scancel", second], env=slurm, check=False)
 
 

@@ -14,8 +14,12 @@ import opentela
 from opentela import config
 from opentela.config import Config, ConfigError, load, validate
 
-MA = "/ip4/10.0.0.1/tcp/43905/p2p/12D3KooWA"
-MB = "/dns4/head.example/tcp/43905/p2p/12D3KooWB"
+PA, PB = (
+    "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5",
+    "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq",
+)
+MA = f"/ip4/10.0.0.1/tcp/43905/p2p/{PA}"
+MB = f"/dns4/head.example/tcp/43905/p2p/{PB}"
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -40,20 +44,22 @@ def test_defaults() -> None:
 
 
 def test_unrelated_environment_is_ignored() -> None:
-    assert load(env={"HOME": "/x", "PATH": "/bin", "OTELA_NOT_A_SETTING": "1"}) == Config()
+    assert load(env={"HOME": "/x", "PATH": "/bin", "OTELA_SLURM_DIR": "/tmp/s"}) == Config()
+    with pytest.raises(ConfigError, match="OTELA_NOT_A_SETTING"):
+        load(env={"OTELA_NOT_A_SETTING": "1"})
 
 
 def test_yaml_nested_keys(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "service:\n  name: llm\n  port: 8080\n  host: 10.1.2.3\n"
-        "bootstrap:\n  addr: [/ip4/1.2.3.4/tcp/1/p2p/A, /ip4/5.6.7.8/tcp/2/p2p/B]\n",
+        f"bootstrap:\n  addr: [/ip4/1.2.3.4/tcp/1/p2p/{PA}, /ip4/5.6.7.8/tcp/2/p2p/{PB}]\n",
     )
     cfg = load(path, env={})
     assert cfg.service_name == "llm"
     assert cfg.service_port == 8080
     assert cfg.service_host == "10.1.2.3"
-    assert cfg.bootstrap == ("/ip4/1.2.3.4/tcp/1/p2p/A", "/ip4/5.6.7.8/tcp/2/p2p/B")
+    assert cfg.bootstrap == (f"/ip4/1.2.3.4/tcp/1/p2p/{PA}", f"/ip4/5.6.7.8/tcp/2/p2p/{PB}")
     assert cfg.backend_url == "http://10.1.2.3:8080"
     assert cfg.effective_role == "worker"
 
@@ -61,14 +67,14 @@ def test_yaml_nested_keys(tmp_path: Path) -> None:
 def test_yaml_flat_keys(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "http-port: 1\nhttp_host: 127.0.0.1\nread-timeout: 2.5\nbootstrap: /ip4/1.1.1.1/tcp/1/p2p/X\n"
+        f"http-port: 1\nhttp_host: 127.0.0.1\nread-timeout: 2.5\nbootstrap: /ip4/1.1.1.1/tcp/1/p2p/{PA}\n"
         "service.name: llm\nbackend: http://127.0.0.1:9000/\n",
     )
     cfg = load(path, env={})
     assert cfg.http_port == 1
     assert cfg.http_host == "127.0.0.1"
     assert cfg.read_timeout == 2.5
-    assert cfg.bootstrap == ("/ip4/1.1.1.1/tcp/1/p2p/X",)
+    assert cfg.bootstrap == (f"/ip4/1.1.1.1/tcp/1/p2p/{PA}",)
     assert cfg.service_name == "llm"
     assert cfg.backend_url == "http://127.0.0.1:9000"  # trailing slash stripped
 
@@ -112,7 +118,7 @@ def test_env_bootstrap_alias() -> None:
 def test_precedence_yaml_env_flags(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "http_port: 1000\np2p_port: 2000\nlog_level: debug\nbootstrap: [/ip4/10.0.0.9/tcp/1/p2p/Y1]\n",
+        f"http_port: 1000\np2p_port: 2000\nlog_level: debug\nbootstrap: [/ip4/10.0.0.9/tcp/1/p2p/{PA}]\n",
     )
     env = {"OTELA_HTTP_PORT": "1001", "OTELA_P2P_PORT": "2001", "OTELA_BOOTSTRAP": f"{MA},{MB}"}
     flags = {"http-port": 1002, "bootstrap": (), "log_level": None}
@@ -145,8 +151,8 @@ def test_unknown_flag() -> None:
 @pytest.mark.parametrize(
     ("env", "match"),
     [
-        ({"OTELA_HTTP_PORT": "abc"}, "http_port"),
-        ({"OTELA_READ_TIMEOUT": "soon"}, "read_timeout"),
+        ({"OTELA_HTTP_PORT": "abc"}, "OTELA_HTTP_PORT"),
+        ({"OTELA_READ_TIMEOUT": "soon"}, "OTELA_READ_TIMEOUT"),
     ],
 )
 def test_uncoercible_values(env: dict[str, str], match: str) -> None:
@@ -159,13 +165,13 @@ def test_uncoercible_values(env: dict[str, str], match: str) -> None:
     [
         ({"service_name": "llm"}, "service"),
         ({"role": "boss"}, "role"),
-        ({"http_port": 0}, "http_port"),
-        ({"http_port": 65536}, "http_port"),
-        ({"p2p_port": -1}, "p2p_port"),
+        ({"http_port": 0}, "--http-port"),
+        ({"http_port": 65536}, "--http-port"),
+        ({"p2p_port": -1}, "--p2p-port"),
         ({"backend": "ftp://x"}, "http"),
         ({"backend": "localhost:8000"}, "http"),
         ({"subprocess": "vllm serve"}, "subprocess"),
-        ({"log_format": "xml"}, "log_format"),
+        ({"log_format": "xml"}, "--log-format"),
         ({"max_body_bytes": 0}, "positive"),
         ({"read_timeout": -1}, "positive"),
     ],
@@ -182,12 +188,15 @@ def test_validation_errors(flags: dict, match: str) -> None:
         {"service_name": "llm", "backend": "https://example.org/v1/"},
         {"subprocess": "vllm serve", "service_port": 8000},
         {"role": "head"},
-        {"role": "worker"},
+        {"role": "worker", "service_port": 8000},
         {"http_port": 65535, "p2p_port": 1},
     ],
 )
 def test_valid_combinations(flags: dict) -> None:
-    load(env={}, flags=flags)
+    cfg = load(env={}, flags=flags)
+    # Accepted as given, and nothing else moved from its default.
+    assert {k: getattr(cfg, k) for k in flags} == flags
+    assert dataclasses.replace(cfg, **{k: getattr(Config(), k) for k in flags}) == Config()
 
 
 def test_role_default_and_explicit() -> None:

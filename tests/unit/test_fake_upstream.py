@@ -146,9 +146,23 @@ def test_embeddings_deterministic() -> None:
         assert all(len(d.embedding) == 8 for d in a.data)
         assert a.data[0].embedding != a.data[1].embedding
         assert b.data[0].embedding == pytest.approx(a.data[0].embedding, abs=1e-6)
-        assert all(-1.0 <= x <= 1.0 for x in b.data[0].embedding)
+        # Deterministic in the input, not in the process: a fresh server gives the same vector.
+        fresh = await _embed_on_fresh_server("alpha")
+        assert fresh == b.data[0].embedding
+        short = await client.embeddings.create(
+            model="fake-embed", input="alpha", dimensions=3, encoding_format="float"
+        )
+        assert short.data[0].embedding == b.data[0].embedding[:3]
 
     _run(body)
+
+
+async def _embed_on_fresh_server(text: str) -> list[float]:
+    async with _serve() as base, aiohttp.ClientSession() as s:
+        payload = {"model": "fake-embed", "input": text, "encoding_format": "float"}
+        async with s.post(f"{base}/v1/embeddings", json=payload) as r:
+            assert r.status == 200
+            return (await r.json())["data"][0]["embedding"]
 
 
 def test_unknown_model_is_not_found() -> None:
@@ -179,10 +193,12 @@ def test_malformed_bodies_give_400() -> None:
                     assert err["type"] == "invalid_request_error"
                     assert err["code"] is None
                     assert err["message"]
-        with pytest.raises(openai.BadRequestError):
+        # A valid request but for max_tokens: the 400 is about max_tokens, not the messages.
+        with pytest.raises(openai.BadRequestError, match="max_tokens"):
             await client.chat.completions.create(
-                model=MODEL, messages=[], extra_body={"max_tokens": -1}
+                model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=-1
             )
+        assert (await _get_json(f"{base}/stats"))["completed"] == 0
 
     _run(body)
 
@@ -211,6 +227,37 @@ def test_early_close_counts_as_cancelled() -> None:
         assert stats["completed"] == 0
 
     _run(body, tokens=10_000, token_delay_s=0.005)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_fail_status_fails_the_first_n_api_calls(status: int) -> None:
+    async def body(base: str, client: AsyncOpenAI) -> None:
+        for _ in range(2):
+            with pytest.raises(openai.APIStatusError) as info:
+                await client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "x"}]
+                )
+            assert info.value.status_code == status
+            assert info.value.code == "injected_failure"
+        # Health and the model list keep answering, so a node keeps advertising the model.
+        assert [m.id for m in (await client.models.list()).data] == [MODEL, "fake-embed"]
+        resp = await client.completions.create(model=MODEL, prompt="x", max_tokens=1)
+        assert resp.choices[0].text == "tok0"
+        stats = await _get_json(f"{base}/stats")
+        assert (stats["api_requests"], stats["failed"], stats["completed"]) == (3, 2, 1)
+
+    _run(body, fail_status=status, fail_count=2)
+
+
+def test_fail_status_without_count_fails_every_api_call() -> None:
+    async def body(base: str, client: AsyncOpenAI) -> None:
+        for _ in range(3):
+            with pytest.raises(openai.InternalServerError):
+                await client.embeddings.create(model="fake-embed", input="x")
+        stats = await _get_json(f"{base}/stats")
+        assert (stats["api_requests"], stats["failed"], stats["completed"]) == (3, 3, 0)
+
+    _run(body, fail_status=503)
 
 
 def test_latency_delays_first_byte() -> None:

@@ -436,14 +436,22 @@ class TestDigest:
         b = dict(reversed(list(a.items())))
         assert digest_hash(a) == digest_hash(b)
 
-    def test_negative_version_record_is_rejected_or_hashable(self) -> None:
-        s = signed(PIDS[0], -1)
-        try:
-            verify(s.pack())
-        except InvalidRecord:
-            return  # rejecting it at the door would also be fine
-        table, _ = merge({}, [s])
-        assert len(digest_hash(digest(table))) == 16
+    @pytest.mark.parametrize("version", [-1, -(2**63), 2**63])
+    def test_out_of_range_version_is_rejected_at_the_door(self, version: int) -> None:
+        # Digests encode versions as unsigned 63-bit integers: a record outside that range
+        # must never reach a table (it could not be hashed, or would outrank every real one).
+        with pytest.raises(InvalidRecord, match="non-negative"):
+            verify(signed(PIDS[0], version).pack())
+        with pytest.raises(RecordError, match="non-negative"):
+            NodeRecord.decode(rec(PIDS[0], version).encode())
+
+    def test_extreme_valid_versions_are_accepted_and_hashable(self) -> None:
+        for version in (0, 2**63 - 1):
+            s = verify(signed(PIDS[0], version).pack())
+            assert s.record.version == version
+            table, _ = merge({}, [s])
+            assert digest(table) == {PIDS[0]: version}
+            assert len(digest_hash(digest(table))) == 16
 
 
 # -- store ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import replace
 import structlog
 import trio
 
-from .. import framing
+from .. import framing, limits
 from ..host import Host, PeerStream, StreamFailed
 from .messages import MessageError, decode, encode
 from .state import Effect, Membership, Send
@@ -52,6 +52,9 @@ class MembershipRuntime:
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self.stats = {"sent": 0, "received": 0, "dropped": 0, "bytes_sent": 0, "bytes_received": 0}
+        self.stats["flooded"] = 0  # inbound messages dropped: the peer was over its rate
+        self._rate = limits.PeerRate(limits.SWIM_RATE_PER_S, limits.SWIM_BURST)
+        self._over_logged = limits.LogOnce()
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -80,6 +83,12 @@ class MembershipRuntime:
                     continue
                 self.stats["received"] += 1
                 self.stats["bytes_received"] += len(frame.payload) + 8
+                if not self._rate.allow(stream.remote_peer, now):
+                    # A flood from one peer: dropped unread, as UDP would; SWIM copes with loss.
+                    self.stats["flooded"] += 1
+                    if self._over_logged.should_log(stream.remote_peer, now):
+                        log.warning("membership.rate_limited", peer=stream.remote_peer)
+                    continue
                 try:
                     msg = decode(frame.payload)
                 except MessageError as exc:

@@ -336,6 +336,9 @@ class Membership:
         self._incarnation = self.config.initial_incarnation
         self._leaving = False
         self._members: dict[str, Member] = {}
+        # When each member last proved itself alive to us (any message from it, or an Ack to
+        # our probe of it, possibly relayed): "last seen" for people, on our own clock.
+        self._heard: dict[str, float] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._queue = BroadcastQueue(self.config.retransmit_mult)
         self._awareness = Awareness(self.config.awareness_max_multiplier)
@@ -375,6 +378,12 @@ class Membership:
 
     def member(self, member_id: str) -> Member | None:
         return self._members.get(member_id)
+
+    def last_heard(self, member_id: str) -> float | None:
+        """When ``member_id`` last proved alive to us: a message from it, or an Ack (direct or
+        relayed) to our probe of it. ``None`` if never, or once its tombstone is gone. Unlike
+        ``Member.changed_s`` it moves on every exchange, so a healthy member reads as recent."""
+        return self._heard.get(member_id)
 
     def alive_ids(self) -> list[str]:
         return sorted(i for i, m in self._members.items() if m.state is MemberState.ALIVE)
@@ -437,6 +446,8 @@ class Membership:
                 if p is not None and msg.seq == p.seq and from_id in p.helpers:
                     self._probe = replace(p, nacks=p.nacks | {from_id})
         self._seeds.pop(from_id, None)  # it answered: no more join retries
+        if from_id in self._members:
+            self._heard[from_id] = now_s
         return out.effects
 
     def join(self, member_id: str, addrs: Iterable[str], now_s: float) -> list[Effect]:
@@ -504,6 +515,8 @@ class Membership:
         if p is not None and msg.seq == p.seq:
             if msg.from_id == p.target and now_s <= p.timeout_s:
                 self._awareness = self._awareness.apply(-1)
+            if p.target in self._members:
+                self._heard[p.target] = now_s  # a relayed Ack proves the target alive too
             self._probe = None
             return
         relay = self._relays.pop(msg.seq, None)
@@ -759,6 +772,7 @@ class Membership:
             i for i, m in self._members.items() if m.state in _GONE and m.changed_s <= cutoff
         ]:
             del self._members[mid]
+            self._heard.pop(mid, None)
 
     def _recover_from_stall(self, now_s: float) -> None:
         """We did not run for a while. Whatever timed out meanwhile says nothing about the

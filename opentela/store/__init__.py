@@ -1,0 +1,43 @@
+"""The node's one persistent store: join tokens (issue 9), then API keys, quotas and usage.
+
+SQLite at ``<home>/opentela.db`` by default, PostgreSQL with ``--db postgresql://...`` for
+several heads sharing one pool. Importing this package is cheap; SQLAlchemy loads with the
+first :func:`open_store`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..access.token import TokenInfo, TokenRejected
+
+if TYPE_CHECKING:
+    from .engine import StoreError
+    from .migrate import SchemaTooNew
+    from .store import Store, UnknownToken, open_store
+
+__all__ = [
+    "SchemaTooNew",
+    "Store",
+    "StoreError",
+    "TokenInfo",
+    "TokenRejected",
+    "UnknownToken",
+    "open_store",
+]
+
+_LAZY = {
+    "StoreError": "engine",
+    "SchemaTooNew": "migrate",
+    "Store": "store",
+    "UnknownToken": "store",
+    "open_store": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,81 @@
+"""One SQLAlchemy engine per store, set up so that several processes can share the database.
+
+SQLite: WAL journal (readers never block the writer, so ``opentela-node token ...`` works
+while a node has the file open), a busy timeout (a writer waits for the lock instead of
+failing), ``synchronous=FULL`` (a commit is on disk when it returns: nothing is lost on any
+stop, graceful or not), and transactions begun by us, not by Python's sqlite3 module, so that
+DDL is transactional and a write transaction takes the write lock up front (``BEGIN
+IMMEDIATE``: no deadlock between two readers that both want to write).
+PostgreSQL: psycopg 3, a connect timeout (an unreachable server is an error, not a hang), and
+``pool_pre_ping`` (a server restart costs one reconnect, not a failed request).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+
+from .url import sqlite_path
+
+BUSY_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10
+IMMEDIATE = "opentela_immediate"
+"""Execution option: on SQLite, begin the transaction with ``BEGIN IMMEDIATE``."""
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message is one line fit for the user."""
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """The directory (0700) and an empty database file (0600): the store holds hashes of
+    secrets, and SQLite gives its -wal and -shm files the database file's mode."""
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise StoreError(f"{parent} is a file, not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+    except IsADirectoryError as exc:
+        raise StoreError(f"{path} is a directory, not a database file") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot open {path}: {exc.strerror or type(exc).__name__}") from exc
+
+
+def make_engine(url: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
+    if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            _prepare_sqlite_file(path)
+        engine = create_engine(
+            url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
+        )
+        _sqlite_events(engine, busy_timeout_s)
+        return engine
+    args = (
+        {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT_S}
+    )
+    return create_engine(url, connect_args=args, pool_pre_ping=True)
+
+
+def _sqlite_events(engine: Engine, busy_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = FULL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
