@@ -1,144 +1,47 @@
 """Composition root: one trio nursery, components started in order, SIGTERM/SIGINT → leave.
 
-Order: identity → asyncio loop (for aiohttp) → libp2p host → table sync → worker (if a backend
-is configured) → HTTP gateway → bootstrap. Stop: publish the leave tombstone (peers drop us at
-once), stop the gateway, stop the backend subprocess, close the host.
+Order: identity → asyncio loop (for aiohttp) → libp2p host → pool membership (SWIM, table,
+admission: ``pool_member.py``) → worker side (if a backend is configured: ``worker/side.py``)
+→ HTTP gateway → joining. Stop (``stop_node``, bounded by ``--drain-timeout``): drain, leave
+(tombstone: peers drop us at once), stop the gateway, stop the backend, close the host.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import aiohttp
 import structlog
 import trio
-from aiohttp import web
 
 from . import __version__
 from .aio_bridge import open_asyncio_loop, to_aio
-from .closed_pool import GRANTS_EXTRA, ClosedPool, ClosedPoolError
-from .config import Config, bootstrap_problem
+from .closed_pool import ClosedPool, ClosedPoolError
+from .config import Config
 from .gateway.app import Gateway, NodeView
 from .gateway.balancer import Balancer
 from .gateway.forward import Forwarder
 from .overlay import identity, pnet
 from .overlay.host import Host, open_host
-from .overlay.membership import (
-    Effect,
-    MemberDown,
-    MemberLeft,
-    Membership,
-    MembershipConfig,
-    MemberSuspect,
-    MemberUp,
-    Refuted,
-)
-from .overlay.membership.runtime import MembershipRuntime
-from .overlay.redial import peer_of
-from .overlay.rejoin import Rejoiner
-from .overlay.streams import StreamPool
 from .platform import slurm
 from .platform.gpu import detect_gpus
 from .platform.walltime import run_walltime
+from .pool_member import PoolMember
 from .stop_budget import StopBudget, Watchdog
-from .table.record import DRAINING, LEFT, READY, Gpu, NodeRecord, Service
-from .table.store import ALIVE, DEAD, GONE, SUSPECT, TableStore
+from .table.record import DRAINING, READY, Gpu, NodeRecord, Service
 from .table.sync import TableSync
-from .worker.agent import WorkerAgent
-from .worker.backend import Backend
-from .worker.serve import PROTOCOL as FORWARD_PROTOCOL
 from .worker.serve import ForwardServer
-from .worker.supervisor import BackendSupervisor
+from .worker.side import WorkerSide
 
 STOP_HANDLERS_S = 1.0  # HTTP handlers still running after the drain get this long
 
 log = structlog.get_logger("opentela.node")
-
-
-async def fetch_bootstrap_url(url: str) -> list[str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, s.get(url) as r:
-        data = json.loads(await r.read())
-    addrs = data.get("bootstraps") if isinstance(data, dict) else None
-    if not isinstance(addrs, list):
-        raise ValueError(f"{url} did not return {{'bootstraps': [...]}}")
-    good = []
-    for a in (str(a) for a in addrs):
-        problem = bootstrap_problem(a)
-        if problem:
-            log.warning("bootstrap.url_entry_ignored", url=url, addr=a, reason=problem)
-        else:
-            good.append(a)
-    return good
-
-
-def pool_view(sync: TableSync) -> dict[str, tuple[tuple[str, ...], str]]:
-    """Each other member as the rejoin memory sees it: its addresses, and alive, dead or left."""
-    store, now, out = sync.store, trio.current_time(), {}
-    for pid, signed in store.records().items():
-        if pid == store.self_id:
-            continue
-        rec = signed.record
-        if rec.status == LEFT or store.liveness(pid) == GONE:
-            state = "left"
-        else:
-            state = "alive" if store.alive(pid, now) else "dead"
-        out[pid] = (rec.addrs, state)
-    return out
-
-
-def granting_peers(sync: TableSync, bootstraps: tuple[str, ...]) -> list[str]:
-    """Where a member renews its grant: live nodes that grant (their record says so), then its
-    bootstrap peers."""
-    snap = sync.store.snapshot(trio.current_time())
-    out = [
-        pid
-        for pid, e in snap.entries.items()
-        if pid != snap.self_id and e.alive and e.record.extra.get(GRANTS_EXTRA) == "1"
-    ]
-    out += [p for p in (peer_of(a) for a in bootstraps) if p and p not in out]
-    return out
-
-
-class Liveness:
-    """Carries membership verdicts to the one place routing reads them (the table store), and
-    fails the streams of a peer declared dead so waiting requests are retried at once."""
-
-    def __init__(self, host: Host, pool: StreamPool, store: TableStore) -> None:
-        self.host = host
-        self.pool = pool
-        self.store = store
-
-    def on_effect(self, effect: Effect) -> None:
-        now = trio.current_time()
-        store = self.store
-        if isinstance(effect, MemberUp):
-            if effect.addrs:
-                self.host.add_peer_addrs(effect.member_id, list(effect.addrs))
-            self.host.unblock(effect.member_id)
-            if store.liveness(effect.member_id) != ALIVE:
-                log.info("member.up", peer=effect.member_id, incarnation=effect.incarnation)
-            store.set_liveness(effect.member_id, ALIVE, now)
-        elif isinstance(effect, MemberSuspect):
-            log.info("member.suspect", peer=effect.member_id)
-            store.set_liveness(effect.member_id, SUSPECT, now)
-        elif isinstance(effect, MemberDown | MemberLeft):
-            left = isinstance(effect, MemberLeft)
-            log.warning("member.left" if left else "member.down", peer=effect.member_id)
-            store.set_liveness(effect.member_id, GONE if left else DEAD, now)
-            self.pool.abort_peer(
-                effect.member_id, f"peer {effect.member_id[-8:]} is {'gone' if left else 'dead'}"
-            )
-        elif isinstance(effect, Refuted):
-            log.warning("member.refuted", accuser=effect.accuser, incarnation=effect.incarnation)
 
 
 def slurm_extra(job: slurm.SlurmJob | None) -> dict[str, str]:
@@ -203,16 +106,6 @@ async def drain(
     )
 
 
-async def leave(
-    rejoiner: Rejoiner, swim: MembershipRuntime, sync: TableSync, budget: StopBudget
-) -> None:
-    """Remember the pool (for the next start), then tell it we are gone: membership's leave
-    and the table's tombstone, which peers honour at once."""
-    rejoiner.save(time.time())
-    swim.leave()
-    await sync.leave(timeout_s=min(2.0, 0.5 * budget.remaining(trio.current_time())))
-
-
 async def stop_node(
     budget: StopBudget,
     signals: AsyncIterator[int],
@@ -275,9 +168,90 @@ def check_port_free(host: str, port: int, what: str) -> None:
             ) from exc
 
 
+def open_pool_warning(cfg: Config) -> None:
+    if not cfg.authority and not cfg.p2p_host.startswith("127.") and cfg.p2p_host != "::1":
+        log.warning(
+            "node.open_pool",
+            p2p=f"{cfg.p2p_host}:{cfg.p2p_port}",
+            detail="anyone who reaches this port can join the pool and claim any model; "
+            "close it with --authority (docs/security.md)",
+        )
+
+
+def own_record(
+    cfg: Config, peer_id: str, host: Host, job: slurm.SlurmJob | None, extra: dict[str, str]
+) -> NodeRecord:
+    http_host = (
+        cfg.public_addr
+        if cfg.public_addr and not cfg.public_addr.startswith("/")
+        else cfg.http_host
+    )
+    http_host = f"[{http_host}]" if ":" in http_host else http_host
+    gpus = tuple(Gpu(g.name, g.total_memory_mib, g.used_memory_mib) for g in detect_gpus(log))
+    return NodeRecord(
+        peer_id=peer_id,
+        version=int(time.time() * 1000),
+        timestamp=time.time(),
+        role=cfg.effective_role,
+        status=READY,
+        addrs=tuple(host.addrs()),
+        http_addr=f"http://{http_host}:{cfg.http_port}",
+        services=(Service(cfg.service_name or "llm", "down", ()),) if cfg.backend_url else (),
+        gpus=gpus,
+        software=f"opentela/{__version__}",
+        extra={**slurm_extra(job), **extra},
+    )
+
+
+async def wait_for_stop(
+    signals: AsyncIterator[int],
+    cfg: Config,
+    job: slurm.SlurmJob | None,
+    worker: WorkerSide | None,
+    member: PoolMember,
+) -> None:
+    """Until a signal (SIGTERM from scancel, Slurm's limit or Kubernetes; SIGINT; Slurm's early
+    warning ``--signal=B:USR1@N``), the Slurm walltime, or a backend that will not run again."""
+    stop = trio.Event()
+
+    def start_drain(reason: str) -> None:
+        if not stop.is_set():
+            log.info("node.stopping", reason=reason)
+            stop.set()
+
+    async def first_signal() -> None:
+        async for sig in signals:
+            start_drain(signal.Signals(sig).name)
+            return
+
+    async with trio.open_nursery() as waiters:
+        waiters.start_soon(first_signal)
+        if worker is not None:
+            waiters.start_soon(worker.until_stop, start_drain)
+        if job is not None:
+            waiters.start_soon(
+                partial(
+                    run_walltime,
+                    job,
+                    drain_before_s=cfg.slurm_drain_before_s,
+                    drain_timeout_s=cfg.drain_timeout,
+                    resubmit_script=cfg.slurm_resubmit,
+                    resubmit_before_s=cfg.slurm_resubmit_before_s,
+                    successor_ready=lambda: successor_serves(member.sync),
+                    start_drain=start_drain,
+                )
+            )
+        await stop.wait()
+        waiters.cancel_scope.cancel()
+
+
 async def run(cfg: Config) -> int:
     """Run the node until it is stopped; the exit code is non-zero when its backend failed
-    for good (``--subprocess.restart``), so a Slurm job that ran it ends as failed."""
+    for good (``--subprocess.restart``), so a Slurm job that ran it ends as failed.
+
+    Components, in start order: the pool membership (SWIM, table, admission), the worker side
+    (when a backend is configured), the HTTP gateway, then joining. Stop: drain, leave, then
+    the gateway and the worker shut down, all within ``--drain-timeout``."""
     check_port_free(cfg.http_host, cfg.http_port, "HTTP (--http-port)")
     check_port_free(cfg.p2p_host, cfg.p2p_port, "libp2p (--p2p-port)")
     try:
@@ -285,255 +259,96 @@ async def run(cfg: Config) -> int:
     except identity.IdentityError as exc:
         raise StartupError(str(exc)) from exc
     peer_id = identity.peer_id(key)
-    gpus = tuple(Gpu(g.name, g.total_memory_mib, g.used_memory_mib) for g in detect_gpus(log))
     job = await trio.to_thread.run_sync(slurm.detect, dict(os.environ), slurm.run_command)
     if job is not None:
         log.info("slurm.job", job=job.job_id, end_time=job.end_time, partition=job.partition)
-    role = cfg.effective_role
-    services = (Service(cfg.service_name or "llm", "down", ()),) if cfg.backend_url else ()
-    http_host = (
-        cfg.public_addr
-        if cfg.public_addr and not cfg.public_addr.startswith("/")
-        else cfg.http_host
-    )
-    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-    with trio.open_signal_receiver(*stop_signals) as signals:
+    open_pool_warning(cfg)
+    swarm_key = pnet.load_swarm_key(cfg.swarm_key) if cfg.swarm_key else None
+    worker: WorkerSide | None = None
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
         async with (
             open_asyncio_loop(),
             open_host(
-                key,
-                cfg.p2p_host,
-                cfg.p2p_port,
-                cfg.public_addr,
-                swarm_key=pnet.load_swarm_key(cfg.swarm_key) if cfg.swarm_key else None,
+                key, cfg.p2p_host, cfg.p2p_port, cfg.public_addr, swarm_key=swarm_key
             ) as host,
         ):
-            initial = NodeRecord(
-                peer_id=peer_id,
-                version=int(time.time() * 1000),
-                timestamp=time.time(),
-                role=role,
-                status=READY,
-                addrs=tuple(host.addrs()),
-                http_addr=f"http://{f'[{http_host}]' if ':' in http_host else http_host}:"
-                f"{cfg.http_port}",
-                services=services,
-                gpus=gpus,
-                software=f"opentela/{__version__}",
-                extra=slurm_extra(job),
-            )
             try:
                 closed = ClosedPool(cfg, host, peer_id) if cfg.authority else None
             except ClosedPoolError as exc:
                 raise StartupError(str(exc)) from exc
-            if closed is not None:
-                initial = replace(initial, extra={**initial.extra, **closed.record_extra()})
-            elif not cfg.p2p_host.startswith("127.") and cfg.p2p_host != "::1":
-                log.warning(
-                    "node.open_pool",
-                    p2p=f"{cfg.p2p_host}:{cfg.p2p_port}",
-                    detail="anyone who reaches this port can join the pool and claim any "
-                    "model; close it with --authority (docs/security.md)",
-                )
+            initial = own_record(cfg, peer_id, host, job, closed.record_extra() if closed else {})
             rng = random.Random()
-            membership = Membership(
-                peer_id,
-                MembershipConfig(
-                    probe_interval_s=cfg.probe_interval,
-                    probe_timeout_s=0.4 * cfg.probe_interval,
-                    # Milliseconds since the epoch: a restarted node outranks its old self.
-                    initial_incarnation=int(time.time() * 1000),
-                ),
-                trio.current_time(),
-                addrs=host.addrs(),
-            )
-            pool = StreamPool(host, FORWARD_PROTOCOL)
-            sync = TableSync(
-                host,
-                key,
-                initial,
-                rng=rng,
-                # Every peer the table learns of is handed to membership to probe.
-                on_peer=lambda r: swim.join(r.peer_id, list(r.addrs)),
-                admit=closed.admit if closed is not None else None,
-            )
-            if closed is not None:
-                host.gate = closed.gate
-                closed.start_own(
-                    on_grant=lambda blob: sync.update(grant=blob),
-                    granting_peers=lambda: granting_peers(sync, cfg.bootstrap),
-                )
-            liveness = Liveness(host, pool, sync.store)
-            swim = MembershipRuntime(host, membership, liveness.on_effect, rng)
+            member = PoolMember(cfg, host, key, initial, rng, closed)
             async with trio.open_nursery() as nursery:
-                await nursery.start(swim.run)
-                await nursery.start(sync.run)
-                if closed is not None:
-                    await nursery.start(closed.run)
-                backend: Backend | None = None
-                agent: WorkerAgent | None = None
-                supervisor: BackendSupervisor | None = None
+                await member.start(nursery)
                 if cfg.backend_url:
-                    backend = Backend(cfg.backend_url, cfg.service_api_key)
-                    await to_aio(backend.open)()
-                    server = ForwardServer(
-                        backend, cfg.service_name or "llm", peer_id, cfg.service_allow_path
-                    )
-                    host.set_handler(FORWARD_PROTOCOL, server.handle)
-                    agent = WorkerAgent(
-                        sync, server, backend, cfg.service_name or "llm", cfg.service_identity_group
-                    )
-                    if cfg.subprocess:
-                        supervisor = BackendSupervisor(
-                            cfg.subprocess, cfg.subprocess_restart, agent
-                        )
-                        await nursery.start(supervisor.run)
-                    await nursery.start(agent.run)
+                    worker = WorkerSide(cfg, member.sync, peer_id)
+                    await worker.start(host, nursery)
                 balancer = Balancer(cfg.routing_policy, rng)
                 forwarder = Forwarder(
-                    pool,
+                    member.streams,
                     peer_id,
                     cfg.read_timeout,
-                    backend.session if backend else None,
+                    worker.backend.session if worker else None,
                     cfg.backend_url,
-                    local_ready=(lambda: agent.server.available) if agent else (lambda: False),
+                    local_ready=worker.ready if worker else (lambda: False),
                     balancer=balancer,
                     local_allow_paths=cfg.service_allow_path,
                 )
 
-                async def join_via(addr: str) -> str:
-                    pid = await host.connect(addr)
-                    if closed is not None:
-                        await closed.ensure_member(pid)
-                    swim.join(pid, [addr])
-                    await sync.join(pid)
-                    return pid
-
-                rejoiner = Rejoiner(
-                    peer_id,
-                    cfg.home_path,
-                    list(cfg.bootstrap),
-                    join_via,
-                    alive=lambda pid: sync.store.alive(pid, trio.current_time()),
-                    live_peers=lambda: len(sync.peers()),
-                    view=lambda: pool_view(sync),
-                    rng=rng,
-                    bootstrap_url=cfg.bootstrap_url,
-                    fetch_url=to_aio(fetch_bootstrap_url),
-                )
-
                 def stats() -> dict[str, Any]:
                     s = forwarder.stats
-                    out: dict[str, Any] = {
+                    return {
                         "peer_id": peer_id,
-                        "role": role,
+                        "role": cfg.effective_role,
                         "forward": {
                             "requests": s.requests,
                             "retries": s.retries,
                             "failed": s.failed,
                             "client_gone": s.client_gone,
-                            "streams_opened": pool.opened,
-                            "streams_idle": pool.idle_count(),
+                            "streams_opened": member.streams.opened,
+                            "streams_idle": member.streams.idle_count(),
                         },
-                        "table": dict(sync.stats),
-                        "rejoin": dict(rejoiner.stats),
-                        **({"admission": closed.stats} if closed is not None else {}),
-                        "membership": {
-                            **swim.stats,
-                            "alive": len(membership.alive_ids()),
-                            "suspect": len(membership.suspect_ids()),
-                            "incarnation": membership.incarnation,
-                        },
+                        **member.stats,
+                        **({"worker": worker.stats} if worker is not None else {}),
                     }
-                    if agent is not None:
-                        out["worker"] = {
-                            "in_flight": agent.server.in_flight,
-                            "served": agent.server.served,
-                            "cancelled": agent.server.cancelled,
-                            "backend_up": agent.health.up,
-                            **({"backend": supervisor.stats} if supervisor else {}),
-                        }
-                    return out
 
                 view = NodeView(
                     peer_id=peer_id,
                     version=__version__,
-                    snapshot=lambda: sync.store.snapshot(trio.current_time()),
+                    snapshot=member.snapshot,
                     addrs=host.addrs,
                     connected=host.connected_peers,
                     stats=stats,
                     now=trio.current_time,
-                    last_heard=membership.last_heard,
+                    last_heard=member.membership.last_heard,
                     # A node with bootstraps or a remembered pool is ready once it has a live
                     # peer; a first node at once.
-                    joined=rejoiner.joined,
+                    joined=member.joined,
                 )
                 gateway = Gateway(view, forwarder, balancer, cfg.max_body_bytes)
-                runner = gateway.runner(
-                    # Handlers still running after the drain get this long, then are cancelled:
-                    # the stop as a whole is bounded by --drain-timeout (stop_budget.py).
-                    shutdown_timeout=STOP_HANDLERS_S,
-                )
-                await to_aio(runner.setup)()
-                site = web.TCPSite(runner, cfg.http_host, cfg.http_port, reuse_address=True)
-                await to_aio(site.start)()
+                await to_aio(gateway.serve)(cfg.http_host, cfg.http_port, STOP_HANDLERS_S)
                 log.info(
                     "node.ready",
                     peer_id=peer_id,
-                    role=role,
+                    role=cfg.effective_role,
                     http=f"http://{cfg.http_host}:{cfg.http_port}",
                     p2p=host.addrs(),
                     backend=cfg.backend_url or None,
                 )
-                await nursery.start(rejoiner.run)
-                stop = trio.Event()
-
-                def start_drain(reason: str) -> None:
-                    if not stop.is_set():
-                        log.info("node.stopping", reason=reason)
-                        stop.set()
-
-                async def first_signal() -> None:
-                    # SIGTERM (scancel, Slurm's time limit, Kubernetes), SIGINT, and Slurm's
-                    # early warning --signal=B:USR1@N all start the same drain.
-                    async for sig in signals:
-                        start_drain(signal.Signals(sig).name)
-                        return
-
-                async with trio.open_nursery() as waiters:
-                    waiters.start_soon(first_signal)
-                    if supervisor is not None:  # backend not restarted: drain and exit
-                        waiters.start_soon(supervisor.until_stop, start_drain)
-                    if job is not None:
-                        waiters.start_soon(
-                            partial(
-                                run_walltime,
-                                job,
-                                drain_before_s=cfg.slurm_drain_before_s,
-                                drain_timeout_s=cfg.drain_timeout,
-                                resubmit_script=cfg.slurm_resubmit,
-                                resubmit_before_s=cfg.slurm_resubmit_before_s,
-                                successor_ready=lambda: successor_serves(sync),
-                                start_drain=start_drain,
-                            )
-                        )
-                    await stop.wait()
-                    waiters.cancel_scope.cancel()
-                server = agent.server if agent is not None else None
+                await member.start_joining(nursery)
+                await wait_for_stop(signals, cfg, job, worker, member)
                 await stop_node(
                     budget := StopBudget.start(cfg.drain_timeout, trio.current_time()),
                     signals,
-                    drain=partial(drain, sync, server, forwarder, budget),
-                    leave=partial(leave, rejoiner, swim, sync, budget),
-                    shutdown=[
-                        to_aio(runner.cleanup),
-                        *([supervisor.stop] if supervisor is not None else []),
-                        *([to_aio(backend.close)] if backend is not None else []),
-                    ],
+                    drain=partial(
+                        drain, member.sync, worker.server if worker else None, forwarder, budget
+                    ),
+                    leave=partial(member.leave, budget),
+                    shutdown=[to_aio(gateway.close), *(worker.shutdown_steps() if worker else [])],
                 )
                 nursery.cancel_scope.cancel()
-            if closed is not None:
-                closed.close()
-    failed = supervisor is not None and supervisor.failed
+            member.close()
+    failed = worker is not None and worker.failed
     log.info("node.stopped", peer_id=peer_id, backend_failed=failed)
     return 1 if failed else 0

@@ -71,6 +71,7 @@ class Gateway:
         self.fwd = forwarder
         self.balancer = balancer
         self.max_body = max_body_bytes
+        self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware], client_max_size=self.max_body + 1)
@@ -95,6 +96,17 @@ class Gateway:
         kwargs.setdefault("access_log", None)
         kwargs.setdefault("handler_cancellation", True)
         return JsonErrorRunner(self.app(), **kwargs)
+
+    async def serve(self, host: str, port: int, shutdown_timeout_s: float) -> None:
+        """Listen (asyncio side). Handlers still running when ``close`` is called get
+        ``shutdown_timeout_s``, then are cancelled: the node's stop is bounded as a whole."""
+        self._runner = self.runner(shutdown_timeout=shutdown_timeout_s)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     # -- request helpers -------------------------------------------------------------------------
 
