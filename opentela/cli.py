@@ -43,6 +43,17 @@ def main() -> None:
     "Default: SQLite at HOME/opentela.db.",
 )
 @click.option(
+    "--auth",
+    type=click.Choice(["off", "required"]),
+    help="required: requests need an API key (keys create); its limits are enforced. Default off.",
+)
+@click.option(
+    "--auth-models",
+    "auth_models",
+    type=click.Choice(["open", "key"]),
+    help="With --auth required: whether GET /v1/models needs a key. Default open.",
+)
+@click.option(
     "--role",
     type=click.Choice(["head", "worker"]),
     help="head: no model (a backend is an error); worker: needs a backend. "
@@ -444,6 +455,277 @@ def token_revoke(home: str, db: str | None, id_or_token: str) -> None:
         )
     else:
         click.echo(f"revoked token {info.id} ({info.owner})", err=True)
+
+
+# -- API keys and usage (issue 11) ----------------------------------------------------------------
+
+
+def _open_key_store(home: str, db: str | None) -> Any:
+    """The store, which must exist already (a typo in --home must not answer "no keys")."""
+    from pathlib import Path
+
+    from .store.url import DB_FILE
+
+    path = Path(home).expanduser() / DB_FILE
+    if not db and not path.is_file():
+        raise click.ClickException(
+            f"no store at {path} (no key was created with this --home; or give --db)"
+        )
+    return _open_store(home, db, create=True)
+
+
+def _limit_txt(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+def _budget_txt(k: Any) -> str:
+    return "-" if k.budget_tokens is None else f"{k.budget_tokens}/{k.budget_period}"
+
+
+def _used_this_period(store: Any, keys: list[Any], now: float) -> dict[str, int | None]:
+    """Tokens each budgeted key used in its current period (None: the key has no budget)."""
+    from .access.quota import period_start
+
+    return {
+        k.id: (
+            None
+            if k.budget_tokens is None
+            else store.budget_used(k.id, period_start(k.budget_period, now))
+        )
+        for k in keys
+    }
+
+
+def _fmt_keys(infos: list[Any], used: dict[str, int | None]) -> str:
+    """``keys list`` as columns. Pure; never shows a key or its hash (``KeyInfo`` has neither;
+    the prefix is the display part)."""
+    head = ["ID", "PREFIX", "OWNER", "STATUS", "ADMIN", "MODELS", "RPM", "TPM", "BUDGET"]
+    rows = [[*head, "USED", "CREATED", "LAST USED", "REVOKED"]]
+    for k in infos:
+        u = used.get(k.id)
+        rows.append(
+            [
+                k.id,
+                k.prefix + "...",
+                k.owner,
+                k.status(),
+                "yes" if k.admin else "no",
+                ",".join(k.models) or "*",
+                _limit_txt(k.rpm),
+                _limit_txt(k.tpm),
+                _budget_txt(k),
+                "-" if u is None else str(u),
+                _utc(k.created_at),
+                _utc(k.last_used_at),
+                _utc(k.revoked_at),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _key_summary(k: Any) -> str:
+    limits = ", ".join(
+        [
+            f"models {', '.join(k.models) if k.models else 'all'}",
+            f"rpm {_limit_txt(k.rpm)}",
+            f"tpm {_limit_txt(k.tpm)}",
+            f"budget {_budget_txt(k)}",
+        ]
+    )
+    return f"key {k.id} ({k.prefix}...) for {k.owner}{' (admin)' if k.admin else ''}, {limits}"
+
+
+@main.group()
+def keys() -> None:
+    """API keys: with `start --auth required`, clients send one as their OpenAI api_key."""
+
+
+@keys.command("create")
+@_home_opt
+@_db_opt
+@click.option("--owner", required=True, help="Whose key it is (usage is reported per owner).")
+@click.option(
+    "--models",
+    multiple=True,
+    help="Model ids the key may use: a glob ('swiss-ai/*') or an exact id (repeatable). "
+    "Default: every model.",
+)
+@click.option("--rpm", type=int, help="Requests per minute (a sliding 60 s window).")
+@click.option("--tpm", type=int, help="Prompt + completion tokens per minute, streams included.")
+@click.option("--budget-tokens", type=int, help="Tokens per budget period (429 once used up).")
+@click.option(
+    "--budget-period",
+    help="day, week, month or total: UTC day, ISO week, calendar month, or the key's whole "
+    "life. Default total.",
+)
+@click.option("--admin", is_flag=True, help="The key may use the admin API (/v1/admin/keys).")
+def keys_create(
+    home: str,
+    db: str | None,
+    owner: str,
+    models: tuple[str, ...],
+    rpm: int | None,
+    tpm: int | None,
+    budget_tokens: int | None,
+    budget_period: str | None,
+    admin: bool,
+) -> None:
+    """Create an API key and print it (once: only its hash is stored)."""
+    from .access import keys as ak
+
+    try:
+        owner, models = ak.parse_owner(owner), ak.parse_models(models)
+        rpm, tpm, budget_tokens, budget_period = ak.parse_limits(
+            rpm, tpm, budget_tokens, budget_period
+        )
+    except ValueError as exc:
+        raise ConfigProblem(str(exc)) from exc
+    store = _open_store(home, db, create=True)
+    with store:
+        secret, info = _store_call(
+            store.create_key, owner, models, rpm, tpm, budget_tokens, budget_period, admin
+        )
+    click.echo(
+        f"{_key_summary(info)} (stored in {store.where}; this is the only time the key is shown)",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@keys.command("list")
+@_home_opt
+@_db_opt
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of the keys.")
+def keys_list(home: str, db: str | None, as_json: bool) -> None:
+    """List API keys: id, prefix, owner, models, limits, used this period, last use."""
+    store = _open_key_store(home, db)
+    now = time.time()
+    with store:
+        infos = _store_call(store.list_keys)
+        used = _store_call(_used_this_period, store, infos, now)
+    if as_json:
+        click.echo(json.dumps([{**k.to_json(), "used": used[k.id]} for k in infos], indent=2))
+    elif not infos:
+        click.echo(f"no API keys in {store.where}", err=True)
+    else:
+        click.echo(_fmt_keys(infos, used))
+
+
+@keys.command("show")
+@_home_opt
+@_db_opt
+@click.option("--json", "as_json", is_flag=True, help="The key as one JSON object.")
+@click.argument("id_or_key")
+def keys_show(home: str, db: str | None, as_json: bool, id_or_key: str) -> None:
+    """Show one API key (by id, key_..., or by the key itself)."""
+    store = _open_key_store(home, db)
+    with store:
+        info = _store_call(store.get_key, id_or_key)
+        used = _store_call(_used_this_period, store, [info], time.time())[info.id]
+    if as_json:
+        click.echo(json.dumps({**info.to_json(), "used": used}, indent=2))
+    else:
+        click.echo(_fmt_keys([info], {info.id: used}))
+
+
+@keys.command("revoke")
+@_home_opt
+@_db_opt
+@click.argument("id_or_key")
+def keys_revoke(home: str, db: str | None, id_or_key: str) -> None:
+    """Revoke an API key by its id (key_...) or by the key itself (sk-otela-...): every entry
+    node on this store refuses it within a second."""
+    store = _open_key_store(home, db)
+    now = time.time()
+    with store:
+        info = _store_call(store.revoke_key, id_or_key, now=now)
+    if info.revoked_at != now:
+        click.echo(
+            f"key {info.id} ({info.owner}) was already revoked at {_utc(info.revoked_at)}",
+            err=True,
+        )
+    else:
+        click.echo(f"revoked key {info.id} ({info.owner})", err=True)
+
+
+@keys.command("rotate")
+@_home_opt
+@_db_opt
+@click.argument("id_or_key")
+def keys_rotate(home: str, db: str | None, id_or_key: str) -> None:
+    """Replace an API key: a new key with the same owner and limits is printed (once), the old
+    one is revoked. Its budget starts afresh (usage is per key)."""
+    store = _open_key_store(home, db)
+    with store:
+        old = _store_call(store.get_key, id_or_key)
+        secret, info = _store_call(store.rotate_key, old.id)
+    click.echo(
+        f"revoked key {old.id}; new {_key_summary(info)} (this is the only time it is shown)",
+        err=True,
+    )
+    click.echo(secret)
+
+
+_USAGE_SUMS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _usage_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: dict[str, Any] = {
+        f: sum(int(r[f]) for r in rows) for f in (*_USAGE_SUMS, "errors", "aborted", "estimated")
+    }
+    active = [r["last_active"] for r in rows if r.get("last_active") is not None]
+    totals["last_active"] = max(active) if active else None
+    return totals
+
+
+def _fmt_usage(rows: list[dict[str, Any]]) -> str:
+    """``usage`` as columns: one row per model, then the totals. Pure."""
+    head = ["MODEL", "REQUESTS", "PROMPT", "COMPLETION", "TOTAL", "ERRORS", "ABORTED"]
+    table = [[*head, "ESTIMATED", "LAST ACTIVE"]]
+    for r in [*rows, {"model": "(all models)", **_usage_totals(rows)}]:
+        table.append(
+            [
+                str(r["model"]),
+                *(str(r[f]) for f in _USAGE_SUMS),
+                str(r["errors"]),
+                str(r["aborted"]),
+                str(r["estimated"]),
+                _utc(r["last_active"]),
+            ]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(
+            (c.ljust(w) if i == 0 else c.rjust(w))
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in table
+    )
+
+
+@main.command()
+@_home_opt
+@_db_opt
+@click.option("--owner", help="Only this owner's usage. Default: everyone's.")
+@click.option("--days", default=30, show_default=True, type=int, help="UTC days, today included.")
+@click.option("--json", "as_json", is_flag=True, help='{"models": [...], "totals": {...}}.')
+def usage(home: str, db: str | None, owner: str | None, days: int, as_json: bool) -> None:
+    """Usage per model (requests, prompt and completion tokens, errors, aborted streams)."""
+    if days < 1:
+        raise ConfigProblem(f"invalid --days {days}: a whole number of days, at least 1")
+    store = _open_key_store(home, db)
+    with store:
+        rows = _store_call(store.usage_by_model, days, time.time(), owner=owner)
+    if as_json:
+        click.echo(json.dumps({"models": rows, "totals": _usage_totals(rows)}, indent=2))
+    elif not rows:
+        who = f" for {owner}" if owner else ""
+        click.echo(f"no usage{who} in the last {days} days in {store.where}", err=True)
+    else:
+        click.echo(_fmt_usage(rows))
 
 
 # -- table ----------------------------------------------------------------------------------------

@@ -39,6 +39,14 @@ class Config:
     """The node's store (join tokens; later API keys and usage): a database URL,
     ``postgresql://user@host/dbname`` for several heads sharing one authority, or
     ``sqlite:////path/opentela.db``. Empty: SQLite at ``<home>/opentela.db``."""
+    auth: str = "off"
+    """``required``: every request but ``/v1/health*`` (and ``GET /v1/models`` with
+    ``auth_models: open``) needs an API key of the store (``opentela-node keys create``); the
+    key's model patterns, rpm/tpm and budget are enforced here, before forwarding. ``off``: no
+    key is asked for."""
+    auth_models: str = "open"
+    """With ``auth: required``, whether ``GET /v1/models`` needs a key too (``key``) or
+    answers anyone (``open``)."""
     role: str = ""
     """``head`` (a node without a model: a backend is an error) or ``worker`` (needs a backend);
     empty means worker if a backend is configured, else head."""
@@ -548,6 +556,10 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
             f"{s('http_port')} and {s('p2p_port')} are both {cfg.http_port} on the same "
             "address: the HTTP API and libp2p each need their own port"
         )
+    if cfg.auth not in ("off", "required"):
+        raise ConfigError(f"{s('auth')} must be off or required, not {cfg.auth!r}")
+    if cfg.auth_models not in ("open", "key"):
+        raise ConfigError(f"{s('auth_models')} must be open or key, not {cfg.auth_models!r}")
     if cfg.routing_policy not in POLICIES:
         raise ConfigError(f"{s('routing_policy')} must be one of {', '.join(POLICIES)}")
     if not 0.05 <= cfg.probe_interval <= 30:

@@ -25,8 +25,10 @@ from .aio_bridge import open_asyncio_loop, to_aio
 from .closed_pool import ClosedPool, ClosedPoolError
 from .config import Config
 from .gateway.app import Gateway, NodeView
+from .gateway.auth import AuthGate
 from .gateway.balancer import Balancer
 from .gateway.forward import Forwarder
+from .gateway.usage import UsageRecorder, UsageWriter
 from .overlay import identity, pnet
 from .overlay.host import Host, open_host
 from .platform import slurm
@@ -168,6 +170,25 @@ def check_port_free(host: str, port: int, what: str) -> None:
             ) from exc
 
 
+def node_store(cfg: Config, closed: ClosedPool | None) -> Any:
+    """The node's one store (``<home>/opentela.db``, or ``--db``): join tokens on a granting
+    node, API keys with ``--auth required``, usage always. A granting node's closed pool has it
+    open already. Close it with :func:`close_node_store`."""
+    if closed is not None and closed.store is not None:
+        return closed.store
+    from .store import StoreError, open_store
+
+    try:
+        return open_store(cfg.db or cfg.home_path)
+    except StoreError as exc:
+        raise StartupError(f"cannot open the node's store: {exc}") from exc
+
+
+def close_node_store(store: Any, closed: ClosedPool | None) -> None:
+    if store is not None and (closed is None or store is not closed.store):
+        store.close()  # the closed pool closes its own
+
+
 def open_pool_warning(cfg: Config) -> None:
     if not cfg.authority and not cfg.p2p_host.startswith("127.") and cfg.p2p_host != "::1":
         log.warning(
@@ -276,6 +297,7 @@ async def run(cfg: Config) -> int:
                 closed = ClosedPool(cfg, host, peer_id) if cfg.authority else None
             except ClosedPoolError as exc:
                 raise StartupError(str(exc)) from exc
+            store = node_store(cfg, closed)
             initial = own_record(cfg, peer_id, host, job, closed.record_extra() if closed else {})
             rng = random.Random()
             member = PoolMember(cfg, host, key, initial, rng, closed)
@@ -326,7 +348,20 @@ async def run(cfg: Config) -> int:
                     # peer; a first node at once.
                     joined=member.joined,
                 )
-                gateway = Gateway(view, forwarder, balancer, cfg.max_body_bytes)
+                # Usage is counted with --auth off too (key "-", owner "anonymous").
+                usage_store = lambda: store  # noqa: E731
+                usage = UsageWriter(usage_store)
+                # Rate windows: the store's minutes plus what this node has not written yet.
+                auth = AuthGate(cfg.auth, cfg.auth_models, lambda: store, pending=usage.pending)
+                gateway = Gateway(
+                    view,
+                    forwarder,
+                    balancer,
+                    cfg.max_body_bytes,
+                    auth,
+                    usage=UsageRecorder(usage.add),
+                    usage_store=usage_store,
+                )
                 await to_aio(gateway.serve)(cfg.http_host, cfg.http_port, STOP_HANDLERS_S)
                 log.info(
                     "node.ready",
@@ -345,10 +380,15 @@ async def run(cfg: Config) -> int:
                         drain, member.sync, worker.server if worker else None, forwarder, budget
                     ),
                     leave=partial(member.leave, budget),
-                    shutdown=[to_aio(gateway.close), *(worker.shutdown_steps() if worker else [])],
+                    shutdown=[
+                        to_aio(gateway.close),
+                        to_aio(usage.flush),  # after close: every handler has counted
+                        *(worker.shutdown_steps() if worker else []),
+                    ],
                 )
                 nursery.cancel_scope.cancel()
             member.close()
+            close_node_store(store, closed)
     failed = worker is not None and worker.failed
     log.info("node.stopped", peer_id=peer_id, backend_failed=failed)
     return 1 if failed else 0

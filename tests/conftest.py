@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -237,6 +239,56 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         if failed is not None and failed.failed:
             print(c.dump())
         c.close()
+
+
+# -- a throwaway PostgreSQL server (scripts/postgres-up.sh), for tests/store and integration ---
+
+REPO = Path(__file__).resolve().parents[1]
+PG_PORT = int(os.environ.get("OPENTELA_PG_PORT", "55432"))
+
+
+def _pg_listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of the scripts/postgres-up.sh database (the server's; tests use ``pg_url``)."""
+    was_running = _pg_listening(PG_PORT)
+    up = subprocess.run(
+        ["bash", str(REPO / "scripts" / "postgres-up.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,  # a first apt-get install of postgresql
+        stdin=subprocess.DEVNULL,
+    )
+    if up.returncode != 0 or not up.stdout.strip():
+        last = (up.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"no PostgreSQL: scripts/postgres-up.sh failed: {last}")
+    yield up.stdout.strip().splitlines()[-1]
+    if not was_running:
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "postgres-down.sh")],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped after the test."""
+    import psycopg
+
+    base = postgres_server.rsplit("/", 1)[0]
+    name = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield f"{base}/{name}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- in CI, a real-component test that skips is a failure --------------------------------------

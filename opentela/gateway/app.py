@@ -20,10 +20,14 @@ from aiohttp import web
 from ..routing.match import max_tier
 from ..routing.plan import Target, models, plan
 from ..table.store import Entry, Snapshot
+from .admin import add_admin_routes, admin_check
+from .auth import AuthGate
 from .balancer import Balancer
 from .errors import MAX_JSON_DEPTH, ApiError, json_depth_exceeds
 from .forward import Forwarder
+from .platform import access_middleware, add_usage_routes
 from .server import JsonErrorRunner, errors_middleware
+from .usage import UsageRecorder, forward_counted
 
 log = structlog.get_logger("opentela.gateway")
 
@@ -65,16 +69,29 @@ def shape_problem(path: str, obj: dict[str, Any]) -> str | None:
 
 class Gateway:
     def __init__(
-        self, node: NodeView, forwarder: Forwarder, balancer: Balancer, max_body_bytes: int
+        self,
+        node: NodeView,
+        forwarder: Forwarder,
+        balancer: Balancer,
+        max_body_bytes: int,
+        auth: AuthGate | None = None,
+        usage: UsageRecorder | None = None,
+        usage_store: Callable[[], Any] = lambda: None,
     ) -> None:
         self.node = node
+        self.usage = usage  # None: calls are not counted
+        self.usage_store = usage_store
+        self.auth = auth if auth is not None else AuthGate("off", "open", lambda: None)
         self.fwd = forwarder
         self.balancer = balancer
         self.max_body = max_body_bytes
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware], client_max_size=self.max_body + 1)
+        app = web.Application(
+            middlewares=[access_middleware, errors_middleware, self.auth.middleware],
+            client_max_size=self.max_body + 1,
+        )
         r = app.router
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
             r.add_post(path, self.openai)
@@ -87,6 +104,8 @@ class Gateway:
         r.add_get("/v1/dnt/stats", self.stats)
         r.add_get("/v1/health", self.health)
         r.add_get("/v1/health/ready", self.ready)
+        add_usage_routes(app, self.usage_store, self.node.snapshot)
+        add_admin_routes(app, self.usage_store, admin_check(self.auth.required))
         return app
 
     def runner(self, **kwargs: Any) -> web.AppRunner:
@@ -232,8 +251,11 @@ class Gateway:
         problem = shape_problem(request.path, obj)
         if problem:
             raise ApiError(400, problem, "invalid_request_error", "invalid_request")
+        await self.auth.admit(request, model)
         targets = self._targets(model, None, request, obj)
-        return await self.fwd.forward(request, targets, request.path_qs, body)
+        return await forward_counted(
+            self.fwd, self.usage, request, targets, request.path_qs, body, obj, model
+        )
 
     async def list_models(self, request: web.Request) -> web.Response:
         pool = models(self.node.snapshot())
@@ -251,11 +273,18 @@ class Gateway:
         model = obj.get("model") if obj else None
         model = model if isinstance(model, str) and model else None
         service = request.match_info["service"]
+        await self.auth.admit(request, model)
         targets = self._targets(model, service, request, obj)
-        return await self.fwd.forward(request, targets, self._tail(request), body)
+        return await forward_counted(
+            self.fwd, self.usage, request, targets, self._tail(request), body, obj, model
+        )
 
     async def p2p(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
+        if self.auth.required:
+            obj = self._json(body, required=False)
+            model = obj.get("model") if obj else None
+            await self.auth.admit(request, model if isinstance(model, str) and model else None)
         peer = request.match_info["peer"]
         entry = self.node.snapshot().entries.get(peer)
         if entry is None or not entry.routable:

@@ -8,8 +8,9 @@ Runs in an aiohttp handler (asyncio); every libp2p operation crosses to trio thr
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -29,6 +30,45 @@ from .errors import error_body, sse_error_event
 MAX_ATTEMPTS = 3
 
 log = structlog.get_logger("opentela.gateway")
+
+
+class ResponseObserver(Protocol):
+    """Sees the response the client gets (usage accounting): ``on_head`` once, ``on_body``
+    for every body chunk (its return value is what the client gets: it may rewrite or drop
+    bytes), ``on_end(complete)`` once (False: the client went away or the stream broke).
+    ``retries`` is set to the failed attempts before the answer."""
+
+    retries: int
+
+    def on_head(self, status: int, headers: Iterable[tuple[str, str]]) -> None: ...
+
+    def on_body(self, chunk: bytes) -> bytes: ...
+
+    def on_end(self, complete: bool) -> None: ...
+
+
+class _Unobserved:
+    """The observer when nobody observes: the client gets the backend's bytes."""
+
+    @property
+    def retries(self) -> int:
+        return 0
+
+    @retries.setter
+    def retries(self, _n: int) -> None:
+        pass
+
+    def on_head(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+        pass
+
+    def on_body(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def on_end(self, complete: bool) -> None:
+        pass
+
+
+UNOBSERVED = _Unobserved()
 
 
 @dataclass
@@ -116,7 +156,12 @@ class Forwarder:
     # -- asyncio side --------------------------------------------------------------------------
 
     async def forward(
-        self, request: web.Request, targets: list[Target], path: str, body: bytes
+        self,
+        request: web.Request,
+        targets: list[Target],
+        path: str,
+        body: bytes,
+        observer: ResponseObserver | None = None,
     ) -> web.StreamResponse:
         self.stats.requests += 1
         # Method and form only: which routes a worker allows is that worker's decision
@@ -127,6 +172,7 @@ class Forwarder:
         # Drops the client's Authorization/Cookie/X-Api-Key: they never leave this node.
         headers = end_to_end(request.headers.items(), DROP_TO_BACKEND)
         attempts: list[Attempt] = []
+        obs = observer or UNOBSERVED
         for target in targets[:MAX_ATTEMPTS]:
             if attempts:
                 self.stats.retries += 1
@@ -135,17 +181,21 @@ class Forwarder:
             ticket = self.balancer.start(target.peer_id) if self.balancer else None
             try:
                 if target.peer_id == self.self_id:
-                    resp = await self._forward_local(request, target, path, headers, body, attempts)
+                    resp = await self._forward_local(
+                        request, target, path, headers, body, attempts, obs
+                    )
                 else:
                     resp = await self._forward_remote(
-                        request, target, path, headers, body, attempts
+                        request, target, path, headers, body, attempts, obs
                     )
             finally:
                 counts[target.peer_id] -= 1
                 if ticket is not None and self.balancer is not None:
                     self.balancer.finish(ticket)
             if resp is not None:
+                obs.retries = len(attempts)
                 return resp
+        obs.retries = len(attempts)
         self.stats.failed += 1
         detail = "; ".join(f"{a.target.peer_id[-8:]}: {a.error}" for a in attempts)
         log.warning("forward.exhausted", path=path, attempts=len(attempts), detail=detail)
@@ -167,6 +217,7 @@ class Forwarder:
         headers: list[list[str]],
         body: bytes,
         attempts: list[Attempt],
+        obs: ResponseObserver,
     ) -> web.StreamResponse | None:
         head = {
             "method": request.method,
@@ -206,14 +257,16 @@ class Forwarder:
             return None
         out_headers = [(k, v) for k, v in meta.get("headers", [])]
         out_headers.append(("X-Computing-Node", target.peer_id))
+        obs.on_head(status, out_headers)
         if finished and frames[-1].kind == framing.END:
             # The whole response arrived in one batch: a plain response with Content-Length.
-            data = b"".join(f.payload for f in frames if f.kind == framing.BODY)
+            data = obs.on_body(b"".join(f.payload for f in frames if f.kind == framing.BODY))
+            obs.on_end(True)
             resp = web.Response(body=data, status=status)
             for k, v in out_headers:
                 resp.headers.add(k, v)
             return resp
-        return await self._relay(request, stream, status, out_headers, frames[1:], target)
+        return await self._relay(request, stream, status, out_headers, frames[1:], target, obs)
 
     async def _relay(
         self,
@@ -223,6 +276,7 @@ class Forwarder:
         headers: list[tuple[str, str]],
         frames: list[framing.Frame],
         target: Target,
+        obs: ResponseObserver,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=status)
         for k, v in headers:
@@ -234,7 +288,8 @@ class Forwarder:
             while True:
                 for f in frames:
                     if f.kind == framing.BODY:
-                        await resp.write(f.payload)
+                        if data := obs.on_body(f.payload):
+                            await resp.write(data)
                     elif f.kind == framing.END:
                         done = True
                     elif f.kind == framing.ERROR:
@@ -244,6 +299,7 @@ class Forwarder:
                     break
                 frames = await to_trio(self._receive)(stream)
         except StreamFailed as exc:
+            obs.on_end(False)
             self.stats.failed += 1
             log.warning("forward.broken_midstream", peer=target.peer_id, error=str(exc))
             await to_trio(self._discard)(stream)
@@ -259,9 +315,11 @@ class Forwarder:
         except BaseException:
             # Client went away (or we are shutting down): reset the stream; the worker's
             # watcher sees it and cancels the backend request.
+            obs.on_end(False)
             self.stats.client_gone += 1
             await to_trio(self._discard)(stream)
             raise
+        obs.on_end(True)
         await to_trio(self._release)(stream)
         await resp.write_eof()
         return resp
@@ -274,6 +332,7 @@ class Forwarder:
         headers: list[list[str]],
         body: bytes,
         attempts: list[Attempt],
+        obs: ResponseObserver,
     ) -> web.StreamResponse | None:
         """The entry node serves the model itself: straight to the backend, no peer hop."""
         refusal = path_problem(request.method, path, self.local_allow_paths)
@@ -307,11 +366,14 @@ class Forwarder:
                 resp.headers.add(k, v)
             resp.headers["X-Computing-Node"] = target.peer_id
             is_sse = "text/event-stream" in resp.headers.get("Content-Type", "")
+            obs.on_head(upstream.status, resp.headers.items())
             await resp.prepare(request)
             try:
                 while chunk := await upstream.content.readany():
-                    await resp.write(chunk)
+                    if data := obs.on_body(chunk):
+                        await resp.write(data)
             except (aiohttp.ClientError, TimeoutError) as exc:
+                obs.on_end(False)
                 self.stats.failed += 1
                 log.warning("forward.broken_midstream", peer=target.peer_id, error=repr(exc))
                 if is_sse:
@@ -320,9 +382,14 @@ class Forwarder:
                 elif request.transport is not None:
                     request.transport.close()  # a truncated transfer, never a short "complete" one
                 return resp
+            obs.on_end(True)
             await resp.write_eof()
             complete = True
             return resp
+        except BaseException:
+            if not complete:
+                obs.on_end(False)  # the client went away (cancelled) mid-answer
+            raise
         finally:
             if complete:
                 upstream.release()

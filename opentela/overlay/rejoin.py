@@ -106,6 +106,8 @@ class Rejoiner:
                 lonely = self._live_peers() == 0
                 if lonely and self.bootstrap_url and now >= self._url_next_at:
                     await self._refresh_url(now)
+                if lonely and self.memory:
+                    self.remember(time.time())  # members that just left are not worth a dial
                 remembered = {pid: r.addrs for pid, r in self.memory.items()}
                 for target in self._plan.due(
                     self.bootstraps + self._url_addrs,

@@ -14,15 +14,19 @@ from ..access.token import TokenInfo, TokenRejected
 if TYPE_CHECKING:
     from .engine import StoreError
     from .migrate import SchemaTooNew
-    from .store import Store, UnknownToken, open_store
+    from .store import KeyRevoked, Store, UnknownKey, UnknownToken, open_store
+    from .usage import UsageRow
 
 __all__ = [
+    "KeyRevoked",
     "SchemaTooNew",
     "Store",
     "StoreError",
     "TokenInfo",
     "TokenRejected",
+    "UnknownKey",
     "UnknownToken",
+    "UsageRow",
     "open_store",
 ]
 
@@ -31,6 +35,9 @@ _LAZY = {
     "SchemaTooNew": "migrate",
     "Store": "store",
     "UnknownToken": "store",
+    "UnknownKey": "store",
+    "KeyRevoked": "store",
+    "UsageRow": "usage",
     "open_store": "store",
 }
 

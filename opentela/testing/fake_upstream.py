@@ -9,12 +9,14 @@ CLI::
 
     python -m opentela.testing.fake_upstream --host 127.0.0.1 --port 0 \
         --model NAME [--model NAME2] [--tokens 16] [--token-delay-ms 0] [--latency-ms 0] \
-        [--fail-status 503 [--fail-count N]]
+        [--fail-status 503 [--fail-count N]] [--no-stream-usage]
 
 ``--fail-status`` makes API calls (chat, completions, embeddings) answer that status with an
 OpenAI-shaped error, so tests can drive the gateway's retries; ``--fail-count N`` fails only
 the first N of them. ``/stats`` counts the API calls received (``api_requests``) and the
 failures injected (``failed``), so a test can tell exactly how many attempts reached it.
+Streams end with a usage chunk when the client asks (``stream_options.include_usage``);
+``--no-stream-usage`` never sends one, like llama-cpp-python.
 
 It prints ``READY http://HOST:PORT`` once listening so a parent process can wait
 for that line instead of polling the port.
@@ -50,6 +52,7 @@ class _Config:
     latency_s: float
     fail_status: int = 0  # 0: never fail
     fail_count: int = -1  # with fail_status: fail this many API calls; -1: all of them
+    stream_usage: bool = True  # False: streams never carry a usage chunk (llama-cpp-python)
 
 
 @dataclass
@@ -197,7 +200,7 @@ async def _stream(
             if i and cfg.token_delay_s > 0:
                 await asyncio.sleep(cfg.token_delay_s)
             await resp.write(wire.chunk(rid, created, model, chat, [wire.token_choice(i, n, chat)]))
-        if wire.wants_usage(body):
+        if cfg.stream_usage and wire.wants_usage(body):
             await resp.write(wire.chunk(rid, created, model, chat, [], {"usage": usage}))
         await resp.write(wire.DONE)
         await resp.write_eof()
@@ -274,6 +277,7 @@ def build_app(
     latency_s: float = 0.0,
     fail_status: int = 0,
     fail_count: int = -1,
+    stream_usage: bool = True,
 ) -> web.Application:
     """Build the app without binding, so tests can host it in-process on any loop."""
     app = web.Application()
@@ -285,6 +289,7 @@ def build_app(
         latency_s=latency_s,
         fail_status=fail_status,
         fail_count=fail_count,
+        stream_usage=stream_usage,
     )
     app[_STATS] = _Stats()
     app.router.add_get("/v1/models", _models)
@@ -304,6 +309,7 @@ async def _serve(args: argparse.Namespace) -> None:
         latency_s=args.latency_ms / 1000.0,
         fail_status=args.fail_status,
         fail_count=args.fail_count,
+        stream_usage=not args.no_stream_usage,
     )
     await serve_until_signal(web.AppRunner(app, access_log=None), args.host, args.port)
 
@@ -330,6 +336,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=-1,
         help="with --fail-status: fail only the first N API calls (default: all)",
+    )
+    p.add_argument(
+        "--no-stream-usage",
+        action="store_true",
+        help="never send a usage chunk in streams, even when asked (like llama-cpp-python)",
     )
     args = p.parse_args(argv)
     if args.fail_status and not 400 <= args.fail_status <= 599:

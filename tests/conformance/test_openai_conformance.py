@@ -138,6 +138,28 @@ def test_chat_streaming_with_usage_option(pool: DemoPool) -> None:
     assert [c.usage for c in chunks if c.usage is not None] == []
 
 
+def test_streams_without_a_usage_chunk_are_counted_as_estimated(pool: DemoPool) -> None:
+    """llama-cpp-python sends no usage chunk: the entry node counts the stream from its
+    content chunks and marks the row estimated (issue 11)."""
+
+    def estimated() -> int:
+        _, _, stats = http_json(f"{pool.base}/v1/statistics?days=1")
+        return sum(r["estimated"] for r in stats["data"] if r["model"] == MODEL)
+
+    before = estimated()
+    chunks = list(
+        pool.client().chat.completions.create(
+            model=MODEL,
+            max_tokens=8,
+            stream=True,
+            messages=[{"role": "user", "content": "Say hello."}],
+        )
+    )
+    assert chunks
+    # Usage is written in batches of at most 1 s.
+    wait_for(lambda: estimated() > before, 10, what="an estimated usage row for the stream")
+
+
 def test_completions_streaming_and_not(pool: DemoPool) -> None:
     c = pool.client()
     plain = c.completions.create(model=MODEL, prompt="1, 2, 3,", max_tokens=6, temperature=0)
