@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .. import keyfile
 
 KEY_FILE = "authority.key"
 PUBLIC_PREFIX = "ed25519:"
@@ -28,8 +29,7 @@ def key_path(directory: Path | str) -> Path:
     return Path(directory).expanduser() / KEY_FILE
 
 
-def _why(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
+_why = keyfile.why
 
 
 def create(directory: Path | str) -> Ed25519PrivateKey:
@@ -41,14 +41,8 @@ def create(directory: Path | str) -> Ed25519PrivateKey:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise AuthorityError(f"cannot create {path.parent}: {_why(exc)}") from exc
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return keyfile.write_new(path)
     except FileExistsError as exc:
         raise AuthorityError(
             f"{path} already exists; not overwriting the authority key "
@@ -56,13 +50,6 @@ def create(directory: Path | str) -> Ed25519PrivateKey:
         ) from exc
     except OSError as exc:
         raise AuthorityError(f"cannot write {path}: {_why(exc)}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-    except OSError as exc:
-        path.unlink(missing_ok=True)  # never leave a truncated key behind
-        raise AuthorityError(f"cannot write {path}: {_why(exc)}") from exc
-    return key
 
 
 def load(path: Path | str) -> Ed25519PrivateKey:

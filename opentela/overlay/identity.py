@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from .. import keyfile
+
 KEY_FILE = "identity.key"
 
 
@@ -24,8 +26,7 @@ def key_path(home: Path) -> Path:
     return Path(home).expanduser() / KEY_FILE
 
 
-def _why(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
+_why = keyfile.why
 
 
 def _make_home(home: Path) -> None:
@@ -43,25 +44,12 @@ def create(home: Path) -> Ed25519PrivateKey:
     """Write a new key; refuse to overwrite one (losing a key changes the node's peer ID)."""
     path = key_path(home)
     _make_home(path.parent)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return keyfile.write_new(path)
     except FileExistsError as exc:
         raise IdentityError(f"{path} already exists") from exc
     except OSError as exc:
         raise IdentityError(f"cannot write {path}: {_why(exc)} (is --home writable?)") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-    except OSError as exc:
-        path.unlink(missing_ok=True)  # never leave a truncated key behind
-        raise IdentityError(f"cannot write {path}: {_why(exc)}") from exc
-    return key
 
 
 def load(home: Path) -> Ed25519PrivateKey:
