@@ -25,6 +25,28 @@ PY = sys.executable
 NODE = [PY, "-m", "opentela.cli"]
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """An ``opentela-node`` command as a user runs it, with no ``OTELA_*`` of ours leaking in."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTELA_")}
+    return subprocess.run(
+        [*NODE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**clean, **(env or {})},
+    )
+
+
+def one_error_line(p: subprocess.CompletedProcess, code: int, match: str) -> None:
+    """A mistake is one ``Error:`` line on stderr, nothing on stdout, no traceback."""
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), p.stderr
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in p.stderr and p.stdout == ""
+
+
 def wait_for(
     pred: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.05, what: str = ""
 ) -> Any:

@@ -5,36 +5,15 @@ the last stdout line and alone on stdout, everything else on stderr; mistakes ar
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import NODE
+from conftest import one_error_line, run_cli
 
 from opentela.access import keys as ak
 from opentela.store import UsageRow, open_store
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTELA_")}
-    return subprocess.run(
-        [*NODE, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        env={**clean, **(env or {})},
-    )
-
-
-def one_error_line(p: subprocess.CompletedProcess, code: int, match: str) -> None:
-    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), p.stderr
-    assert match in lines[0], lines[0]
-    assert "Traceback" not in p.stderr and p.stdout == ""
 
 
 def created(p: subprocess.CompletedProcess) -> tuple[str, str]:
@@ -49,7 +28,7 @@ def created(p: subprocess.CompletedProcess) -> tuple[str, str]:
 
 def test_keys_create_list_show_rotate_revoke(tmp_path: Path) -> None:
     home = str(tmp_path / "head")
-    p = run(
+    p = run_cli(
         "keys", "create", "--home", home, "--owner", "alice@ethz.ch", "--rpm", "60",
         "--tpm", "100000", "--budget-tokens", "5000000", "--budget-period", "month",
         "--models", "swiss-ai/*",
@@ -58,7 +37,7 @@ def test_keys_create_list_show_rotate_revoke(tmp_path: Path) -> None:
     summary = p.stderr.strip().splitlines()[0]
     assert f"key {alice_id} ({alice[:13]}...) for alice@ethz.ch" in summary
     assert "models swiss-ai/*, rpm 60, tpm 100000, budget 5000000/month" in summary
-    root, root_id = created(run("keys", "create", "--home", home, "--owner", "root", "--admin"))
+    root, root_id = created(run_cli("keys", "create", "--home", home, "--owner", "root", "--admin"))
 
     with open_store(home) as store:  # what a node would record
         store.add_usage(
@@ -66,8 +45,8 @@ def test_keys_create_list_show_rotate_revoke(tmp_path: Path) -> None:
                          prompt_tokens=30, completion_tokens=12)]
         )  # fmt: skip
 
-    listed = run("keys", "list", "--home", home)
-    as_json = run("keys", "list", "--home", home, "--json")
+    listed = run_cli("keys", "list", "--home", home)
+    as_json = run_cli("keys", "list", "--home", home, "--json")
     assert listed.returncode == 0 and as_json.returncode == 0, listed.stderr + as_json.stderr
     for out in (listed.stdout, as_json.stdout):
         for k in (alice, root):
@@ -85,12 +64,12 @@ def test_keys_create_list_show_rotate_revoke(tmp_path: Path) -> None:
         (root_id, None, True),
     ]
 
-    shown = run("keys", "show", "--home", home, alice_id, "--json")
+    shown = run_cli("keys", "show", "--home", home, alice_id, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["tpm"] == 100000
-    by_key = run("keys", "show", "--home", home, alice)
+    by_key = run_cli("keys", "show", "--home", home, alice)
     assert by_key.returncode == 0 and alice_id in by_key.stdout and alice not in by_key.stdout
 
-    new, new_id = created(run("keys", "rotate", "--home", home, alice))
+    new, new_id = created(run_cli("keys", "rotate", "--home", home, alice))
     assert new != alice and new_id != alice_id
     with open_store(home) as store:
         assert store.lookup_key(alice).revoked_at is not None
@@ -102,31 +81,31 @@ def test_keys_create_list_show_rotate_revoke(tmp_path: Path) -> None:
             None,
         )
 
-    r = run("keys", "revoke", "--home", home, new_id)
+    r = run_cli("keys", "revoke", "--home", home, new_id)
     assert r.returncode == 0 and f"revoked key {new_id}" in r.stderr and r.stdout == ""
-    again = run("keys", "revoke", "--home", home, new)
+    again = run_cli("keys", "revoke", "--home", home, new)
     assert again.returncode == 0 and "already revoked" in again.stderr
     assert new not in again.stderr
-    one_error_line(run("keys", "rotate", "--home", home, new_id), 1, "is revoked")
+    one_error_line(run_cli("keys", "rotate", "--home", home, new_id), 1, "is revoked")
     statuses = [d["revoked_at"] is not None for d in json.loads(
-        run("keys", "list", "--home", home, "--json").stdout)]  # fmt: skip
+        run_cli("keys", "list", "--home", home, "--json").stdout)]  # fmt: skip
     assert statuses == [True, False, True]
 
-    u = run("usage", "--home", home, "--owner", "alice@ethz.ch", "--days", "30")
+    u = run_cli("usage", "--home", home, "--owner", "alice@ethz.ch", "--days", "30")
     assert u.returncode == 0, u.stderr
     lines = u.stdout.splitlines()
     assert lines[0].split()[:5] == ["MODEL", "REQUESTS", "PROMPT", "COMPLETION", "TOTAL"]
     assert lines[1].split()[:5] == ["swiss-ai/Apertus-8B", "1", "30", "12", "42"]
-    uj = json.loads(run("usage", "--home", home, "--json").stdout)
+    uj = json.loads(run_cli("usage", "--home", home, "--json").stdout)
     assert uj["totals"]["total_tokens"] == 42 and uj["models"][0]["model"] == "swiss-ai/Apertus-8B"
-    nobody = run("usage", "--home", home, "--owner", "carol")
+    nobody = run_cli("usage", "--home", home, "--owner", "carol")
     assert nobody.returncode == 0 and nobody.stdout == "" and "no usage for carol" in nobody.stderr
 
 
 def test_env_selects_the_db(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'other.db'}"
-    created(run("keys", "create", "--owner", "b", env={"OTELA_DB": db}))
-    listed = run("keys", "list", "--json", env={"OTELA_DB": db})
+    created(run_cli("keys", "create", "--owner", "b", env={"OTELA_DB": db}))
+    listed = run_cli("keys", "list", "--json", env={"OTELA_DB": db})
     assert [d["owner"] for d in json.loads(listed.stdout)] == ["b"]
 
 
@@ -147,16 +126,16 @@ def test_env_selects_the_db(tmp_path: Path) -> None:
 )
 def test_mistakes_are_one_line(tmp_path: Path, args: list[str], code: int, match: str) -> None:
     home = tmp_path / "head"
-    created(run("keys", "create", "--home", str(home), "--owner", "x"))
+    created(run_cli("keys", "create", "--home", str(home), "--owner", "x"))
     p = (
-        run(*args[:2], "--home", str(home), *args[2:])
+        run_cli(*args[:2], "--home", str(home), *args[2:])
         if args[0] == "keys"
-        else run(args[0], "--home", str(home), *args[1:])
+        else run_cli(args[0], "--home", str(home), *args[1:])
     )
     one_error_line(p, code, match)
 
 
 def test_a_mistyped_home_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
     for args in (["keys", "list"], ["usage"]):
-        one_error_line(run(*args, "--home", str(tmp_path / "typo")), 1, "no store at")
+        one_error_line(run_cli(*args, "--home", str(tmp_path / "typo")), 1, "no store at")
     assert not (tmp_path / "typo").exists()

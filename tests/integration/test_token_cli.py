@@ -5,41 +5,19 @@ one ``Error:`` line and a non-zero exit; ``token list`` never shows a token or i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import NODE
+from conftest import one_error_line, run_cli
 
 from opentela.access import authority as auth
 from opentela.access import token as tk
 from opentela.store import TokenRejected, open_store
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTELA_")}
-    return subprocess.run(
-        [*NODE, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        env={**clean, **(env or {})},
-    )
-
-
-def one_error_line(p: subprocess.CompletedProcess, code: int, match: str) -> None:
-    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), p.stderr
-    assert match in lines[0], lines[0]
-    assert "Traceback" not in p.stderr and p.stdout == ""
-
-
 def test_authority_init_and_show(tmp_path: Path) -> None:
     d = tmp_path / "authority"
-    p = run("authority", "init", "--home", str(d))
+    p = run_cli("authority", "init", "--home", str(d))
     assert p.returncode == 0, p.stderr
     pub = p.stdout.splitlines()[-1]
     assert p.stdout == pub + "\n"  # the key is all of stdout
@@ -49,18 +27,18 @@ def test_authority_init_and_show(tmp_path: Path) -> None:
     assert key_file.stat().st_mode & 0o777 == 0o600
     before = key_file.read_bytes()
 
-    one_error_line(run("authority", "init", "--home", str(d)), 1, "already exists")
+    one_error_line(run_cli("authority", "init", "--home", str(d)), 1, "already exists")
     assert key_file.read_bytes() == before
-    shown = run("authority", "show", "--home", str(d))
+    shown = run_cli("authority", "show", "--home", str(d))
     assert shown.returncode == 0 and shown.stdout.splitlines()[-1] == pub
     one_error_line(
-        run("authority", "show", "--home", str(tmp_path / "none")), 1, "no authority key"
+        run_cli("authority", "show", "--home", str(tmp_path / "none")), 1, "no authority key"
     )
 
 
 def test_token_create_list_revoke(tmp_path: Path) -> None:
     home = tmp_path / "head"
-    p = run(
+    p = run_cli(
         "token", "create", "--home", str(home), "--owner", "alice",
         "--models", "alice/*", "--models", "swiss-ai/Apertus-8B", "--ttl", "30d",
     )  # fmt: skip
@@ -76,13 +54,13 @@ def test_token_create_list_revoke(tmp_path: Path) -> None:
     assert "expires " in summary
     first_id = summary.split()[1]
 
-    p2 = run("token", "create", "--home", str(home), "--owner", "bob", "--models", "bob/*",
+    p2 = run_cli("token", "create", "--home", str(home), "--owner", "bob", "--models", "bob/*",
              "--roles", "head", "--ttl", "12h")  # fmt: skip
     assert p2.returncode == 0, p2.stderr
     second = p2.stdout.splitlines()[-1]
 
-    listed = run("token", "list", "--home", str(home))
-    as_json = run("token", "list", "--home", str(home), "--json")
+    listed = run_cli("token", "list", "--home", str(home))
+    as_json = run_cli("token", "list", "--home", str(home), "--json")
     assert listed.returncode == 0 and as_json.returncode == 0, listed.stderr + as_json.stderr
     for out in (listed.stdout, as_json.stdout):
         for t in (secret, second):
@@ -101,16 +79,16 @@ def test_token_create_list_revoke(tmp_path: Path) -> None:
     assert [d["owner"] for d in data] == ["alice", "bob"] and data[0]["revoked_at"] is None
 
     # Revoke by id, then by the token itself.
-    r1 = run("token", "revoke", "--home", str(home), first_id)
+    r1 = run_cli("token", "revoke", "--home", str(home), first_id)
     assert r1.returncode == 0 and f"revoked token {first_id}" in r1.stderr and r1.stdout == ""
-    again = run("token", "revoke", "--home", str(home), first_id)
+    again = run_cli("token", "revoke", "--home", str(home), first_id)
     assert again.returncode == 0 and "already revoked" in again.stderr
-    r2 = run("token", "revoke", "--home", str(home), second)
+    r2 = run_cli("token", "revoke", "--home", str(home), second)
     assert r2.returncode == 0, r2.stderr
     assert second not in r2.stderr
-    data = json.loads(run("token", "list", "--home", str(home), "--json").stdout)
+    data = json.loads(run_cli("token", "list", "--home", str(home), "--json").stdout)
     assert all(d["revoked_at"] is not None for d in data)
-    assert "revoked" in run("token", "list", "--home", str(home)).stdout.splitlines()[1]
+    assert "revoked" in run_cli("token", "list", "--home", str(home)).stdout.splitlines()[1]
 
     with open_store(home) as store:
         for t in (secret, second):
@@ -128,7 +106,7 @@ def test_revoke_while_another_process_has_the_store_open(tmp_path: Path) -> None
         assert node_store.redeem_token(secret).id == info.id
         with node_store.engine.connect() as reader, reader.begin():  # a read in progress
             reader.exec_driver_sql("SELECT count(*) FROM join_tokens").scalar()
-            p = run("token", "revoke", "--home", str(home), info.id)
+            p = run_cli("token", "revoke", "--home", str(home), info.id)
         assert p.returncode == 0, p.stderr
         with pytest.raises(TokenRejected, match="revoked"):
             node_store.redeem_token(secret)
@@ -136,13 +114,13 @@ def test_revoke_while_another_process_has_the_store_open(tmp_path: Path) -> None
 
 def test_env_selects_home_and_db(tmp_path: Path) -> None:
     home = tmp_path / "envhome"
-    p = run("token", "create", "--owner", "a", "--models", "a/*", env={"OTELA_HOME": str(home)})
+    p = run_cli("token", "create", "--owner", "a", "--models", "a/*", env={"OTELA_HOME": str(home)})
     assert p.returncode == 0, p.stderr
     assert (home / "opentela.db").is_file()
     db = f"sqlite:///{tmp_path / 'other.db'}"
-    p = run("token", "create", "--owner", "b", "--models", "b/*", env={"OTELA_DB": db})
+    p = run_cli("token", "create", "--owner", "b", "--models", "b/*", env={"OTELA_DB": db})
     assert p.returncode == 0, p.stderr
-    listed = run("token", "list", "--json", env={"OTELA_DB": db})
+    listed = run_cli("token", "list", "--json", env={"OTELA_DB": db})
     assert [d["owner"] for d in json.loads(listed.stdout)] == ["b"]
 
 
@@ -162,13 +140,14 @@ def test_env_selects_home_and_db(tmp_path: Path) -> None:
 def test_mistakes_are_one_line(tmp_path: Path, args: list[str], code: int, match: str) -> None:
     home = tmp_path / "head"
     assert (
-        run("token", "create", "--home", str(home), "--owner", "x", "--models", "x").returncode == 0
+        run_cli("token", "create", "--home", str(home), "--owner", "x", "--models", "x").returncode
+        == 0
     )
-    p = run("token", args[0], "--home", str(home), *args[1:])
+    p = run_cli("token", args[0], "--home", str(home), *args[1:])
     one_error_line(p, code, match)
     assert "pw@" not in p.stderr
 
 
 def test_list_with_a_mistyped_home_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
-    one_error_line(run("token", "list", "--home", str(tmp_path / "typo")), 1, "no store at")
+    one_error_line(run_cli("token", "list", "--home", str(tmp_path / "typo")), 1, "no store at")
     assert not (tmp_path / "typo").exists()
