@@ -50,13 +50,14 @@ from opentela.access.admission import Admission  # noqa: E402
 from opentela.aio_bridge import open_asyncio_loop, to_aio  # noqa: E402
 from opentela.overlay import framing, identity  # noqa: E402
 from opentela.overlay.admit import Gate, Refused  # noqa: E402
-from opentela.overlay.host import PeerStream, StreamFailed  # noqa: E402
+from opentela.overlay.host import PeerStream  # noqa: E402
 from opentela.overlay.membership import messages  # noqa: E402
 from opentela.overlay.membership.runtime import MembershipRuntime  # noqa: E402
 from opentela.overlay.membership.state import Membership  # noqa: E402
 from opentela.table.record import Gpu, NodeRecord, RecordError, Service  # noqa: E402
 from opentela.table.signing import InvalidRecord, sign, verify, verify_wire  # noqa: E402
 from opentela.table.sync import TableSync  # noqa: E402
+from opentela.testing.offline_host import OfflineHost  # noqa: E402
 from opentela.worker.backend import Backend  # noqa: E402
 from opentela.worker.serve import ForwardServer  # noqa: E402
 
@@ -344,31 +345,6 @@ def check_grant(blob: Any) -> str:
 # -- target: the table protocol (TableSync._serve) --------------------------------------------------
 
 
-class FakeHost:
-    """What TableSync and MembershipRuntime use of ``Host``, without libp2p."""
-
-    def __init__(self, peer_id: str) -> None:
-        self.peer_id = peer_id
-
-    def set_handler(self, protocol: str, handler: Any) -> None:
-        pass
-
-    def add_peer_addrs(self, peer_id: str, addrs: list[str]) -> None:
-        pass
-
-    def unblock(self, peer_id: str) -> None:
-        pass
-
-    def connection_key(self, peer_id: str) -> int | None:
-        return 1
-
-    async def close_peer(self, peer_id: str) -> None:
-        pass
-
-    async def open_stream(self, peer_id: str, protocol: str, **kw: Any) -> PeerStream:
-        raise StreamFailed("no network while fuzzing")
-
-
 packed_records = st.lists(
     st.one_of(
         st.sampled_from([r.pack() for r in VALID_RECORDS]),
@@ -653,13 +629,13 @@ def run_trio_targets(plan: dict[str, int], seed: int, results: dict[str, Result]
         async with open_asyncio_loop():
             key = _KEYS[1]
             if plan.get("table"):
-                ts = TableSync(FakeHost(identity.peer_id(key)), key, _record(key, version=5))  # type: ignore[arg-type]
+                ts = TableSync(OfflineHost(identity.peer_id(key)), key, _record(key, version=5))  # type: ignore[arg-type]
                 await trio.to_thread.run_sync(
                     drive, results["table"], table_frames, table_check(ts), plan["table"], seed
                 )
             if plan.get("swim_handler"):
                 rt = MembershipRuntime(
-                    FakeHost("12D3KooWSelf"), Membership("12D3KooWSelf"), lambda e: None
+                    OfflineHost("12D3KooWSelf"), Membership("12D3KooWSelf"), lambda e: None
                 )  # type: ignore[arg-type]
                 await trio.to_thread.run_sync(
                     drive,
@@ -671,7 +647,7 @@ def run_trio_targets(plan: dict[str, int], seed: int, results: dict[str, Result]
                 )
             if plan.get("admit"):
                 mk = lambda granter: Gate(  # noqa: E731
-                    FakeHost("12D3KooWSelf"),  # type: ignore[arg-type]
+                    OfflineHost("12D3KooWSelf"),  # type: ignore[arg-type]
                     Admission(_AUTHORITY_PUB, "12D3KooWSelf"),
                     granter,
                     wall=lambda: NOW,

@@ -21,6 +21,7 @@ from opentela.table import sync as table_sync
 from opentela.table.record import MAX_RECORD_BYTES, NodeRecord, RecordError
 from opentela.table.signing import InvalidRecord, sign, verify
 from opentela.table.sync import TableSync
+from opentela.testing.offline_host import OfflineHost
 
 # -- the pure limiters ----------------------------------------------------------------------------
 
@@ -151,29 +152,10 @@ def test_a_record_over_the_size_limit_is_rejected_with_a_reason() -> None:
 # -- the table protocol ----------------------------------------------------------------------------
 
 
-class FakeHost:
-    """What TableSync uses of ``Host``, without libp2p."""
-
-    def __init__(self, peer_id: str) -> None:
-        self.peer_id = peer_id
-
-    def set_handler(self, protocol: str, handler: Any) -> None:
-        pass
-
-    def add_peer_addrs(self, peer_id: str, addrs: list[str]) -> None:
-        pass
-
-    def unblock(self, peer_id: str) -> None:
-        pass
-
-    async def open_stream(self, peer_id: str, protocol: str, **kw: Any) -> PeerStream:
-        raise StreamFailed("no network in unit tests")
-
-
 def make_sync() -> TableSync:
     """Call inside trio (TableSync reads trio's clock)."""
     key, rec = _key_and_record()
-    return TableSync(FakeHost(rec.peer_id), key, rec)  # type: ignore[arg-type]
+    return TableSync(OfflineHost(rec.peer_id), key, rec)  # type: ignore[arg-type]
 
 
 class _FramesRaw:
@@ -269,7 +251,7 @@ def test_frames_above_the_maximum_are_a_frame_error() -> None:
 def test_a_swim_flood_from_one_peer_is_dropped_beyond_the_rate() -> None:
     async def main() -> None:
         m = Membership("12D3KooWSelf")
-        runtime = MembershipRuntime(FakeHost("12D3KooWSelf"), m, lambda e: None)  # type: ignore[arg-type]
+        runtime = MembershipRuntime(OfflineHost("12D3KooWSelf"), m, lambda e: None)  # type: ignore[arg-type]
         ping = messages.encode(messages.Ping(1, "=", 0, ()))
         n = limits.SWIM_BURST + 500
         data = b"".join(framing.encode(framing.BODY, ping) for _ in range(n))
