@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 
 import openai
-from conftest import Cluster, Node, free_port, http_json, wait_for
+from conftest import Cluster, free_port, http_json, wait_for
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -97,67 +96,6 @@ def test_backend_down_withdraws_and_comes_back_with_models(cluster: Cluster) -> 
         f"{head.url}/v1/chat/completions", "POST", {"model": "m-flaky", "messages": MSG}
     )
     assert status == 200
-
-
-def subprocess_worker(cluster: Cluster, model: str) -> tuple[Node, Node, int]:
-    """A head, and a worker whose node starts the backend itself (--subprocess)."""
-    port = free_port()
-    cmd = f"{sys.executable} -m opentela.testing.fake_upstream --host 127.0.0.1 --port {port} --model {model}"
-    head = cluster.node("head", "127.0.0.2")
-    w = cluster.node(
-        "w",
-        "127.0.0.3",
-        "--bootstrap",
-        head.maddr,
-        "--service.port",
-        str(port),
-        "--subprocess",
-        cmd,
-    )
-    return head, w, port
-
-
-def test_subprocess_backend_supervised(cluster: Cluster) -> None:
-    head, w, port = subprocess_worker(cluster, "m-sub")
-    wait_for(lambda: head.models() == ["m-sub"], 20, what="subprocess backend advertised")
-    assert "[backend] READY" in w.proc.log.read_text()
-    stats = http_json(f"http://127.0.0.1:{port}/stats")
-    assert stats[0] == 200
-    backend_pid = _listener_pid(port)
-    w.proc.signal(signal.SIGTERM)
-    assert w.proc.popen.wait(15) == 0
-    wait_for(lambda: not _pid_alive(backend_pid), 5, what="backend stopped with the node")
-
-
-def _listener_pid(port: int) -> int:
-    """PID of the process listening on 127.0.0.1:``port`` (a backend the node started; other
-    loopback addresses may reuse the same port number)."""
-    inode = None
-    hexport = f"{port:04X}"
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            parts = line.split()
-            if parts[1] == "0100007F:" + hexport and parts[3] == "0A":  # 127.0.0.1 only
-                inode = parts[9]
-    assert inode, f"nobody listens on {port}"
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                    return int(pid)
-        except OSError:
-            continue
-    raise AssertionError(f"no pid for port {port}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_port_in_use_is_a_clear_error(cluster: Cluster) -> None:

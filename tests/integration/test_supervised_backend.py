@@ -26,7 +26,7 @@ def fake_backend(model: str) -> tuple[str, int]:
     return cmd, port
 
 
-def head_and_worker(cluster: Cluster, model: str, *extra: str) -> tuple[Node, Node]:
+def head_and_worker(cluster: Cluster, model: str, *extra: str) -> tuple[Node, Node, int]:
     cmd, port = fake_backend(model)
     head = cluster.node("head", "127.0.0.2")
     w = cluster.node(
@@ -41,7 +41,7 @@ def head_and_worker(cluster: Cluster, model: str, *extra: str) -> tuple[Node, No
         *extra,
     )
     wait_for(lambda: head.models() == [model], 20, what="subprocess backend advertised")
-    return head, w
+    return head, w, port
 
 
 def backend_stats(node: Node) -> dict[str, Any]:
@@ -64,8 +64,50 @@ def events(node: Node, name: str) -> list[dict[str, Any]]:
     return out
 
 
+def test_backend_is_stopped_with_the_node(cluster: Cluster) -> None:
+    _, w, port = head_and_worker(cluster, "m-sub")
+    assert "[backend] READY" in w.proc.log.read_text()
+    stats = http_json(f"http://127.0.0.1:{port}/stats")
+    assert stats[0] == 200
+    backend_pid = _listener_pid(port)
+    w.proc.signal(signal.SIGTERM)
+    assert w.proc.popen.wait(15) == 0
+    wait_for(lambda: not _pid_alive(backend_pid), 5, what="backend stopped with the node")
+
+
+def _listener_pid(port: int) -> int:
+    """PID of the process listening on 127.0.0.1:``port`` (a backend the node started; other
+    loopback addresses may reuse the same port number)."""
+    inode = None
+    hexport = f"{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[1] == "0100007F:" + hexport and parts[3] == "0A":  # 127.0.0.1 only
+                inode = parts[9]
+    assert inode, f"nobody listens on {port}"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no pid for port {port}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def test_killed_backend_is_restarted_and_advertised_again(cluster: Cluster) -> None:
-    head, w = head_and_worker(cluster, "m-again")
+    head, w, _ = head_and_worker(cluster, "m-again")
     first = backend_stats(w)
     assert first["state"] == "running" and first["restarts"] == 0
     assert first["restart_policy"] == "on-failure"
@@ -87,7 +129,7 @@ def test_killed_backend_is_restarted_and_advertised_again(cluster: Cluster) -> N
 
 
 def test_always_restarts_even_a_clean_exit(cluster: Cluster) -> None:
-    head, w = head_and_worker(cluster, "m-always", "--subprocess.restart", "always")
+    head, w, _ = head_and_worker(cluster, "m-always", "--subprocess.restart", "always")
     first = backend_stats(w)
     os.kill(first["pid"], signal.SIGTERM)  # the fake upstream exits 0 on SIGTERM
     wait_for(lambda: backend_stats(w)["restarts"] == 1, 10, what="restarted")
@@ -97,7 +139,7 @@ def test_always_restarts_even_a_clean_exit(cluster: Cluster) -> None:
 
 
 def test_never_drains_and_exits_when_the_backend_dies(cluster: Cluster) -> None:
-    head, w = head_and_worker(cluster, "m-never", "--subprocess.restart", "never")
+    head, w, _ = head_and_worker(cluster, "m-never", "--subprocess.restart", "never")
     os.kill(backend_stats(w)["pid"], signal.SIGKILL)
     assert w.proc.popen.wait(20) != 0
     wait_for(lambda: head.models() == [], 5, what="model gone from the head")
