@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from ..access.admission import Admission
-from ..access.grant import GrantInvalid
+from ..access.grant import Grant, GrantInvalid
 from . import framing
 from .host import Host, PeerStream, StreamFailed
 
@@ -246,19 +246,20 @@ class OwnGrant:
         self.admission.own = blob
         self._on_grant(blob)
 
-    def _expires_at(self) -> float:
+    def _current(self) -> Grant | None:
+        """Our grant while it is valid (verification is cached by the blob)."""
         try:
-            g = self.admission.verify(self.admission.self_id, self.admission.own, time.time())
+            return self.admission.verify(self.admission.self_id, self.admission.own, time.time())
         except GrantInvalid:
-            return 0.0
-        return g.expires_at
+            return None
+
+    def _expires_at(self) -> float:
+        g = self._current()
+        return g.expires_at if g else 0.0
 
     def _renew_at(self) -> float:
-        try:
-            g = self.admission.verify(self.admission.self_id, self.admission.own, time.time())
-        except GrantInvalid:
-            return 0.0
-        return g.expires_at - RENEW_AT * (g.expires_at - g.issued_at)
+        g = self._current()
+        return g.expires_at - RENEW_AT * (g.expires_at - g.issued_at) if g else 0.0
 
     async def ensure_from(self, peer_id: str) -> None:
         """Before joining through ``peer_id``: hold a grant that is not due for renewal."""
