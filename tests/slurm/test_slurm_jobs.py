@@ -23,7 +23,6 @@ from conftest import Cluster, Node, http_json, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "m-slurm"
-MSG = [{"role": "user", "content": "hi"}]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test Slurm cluster needs root")
 
@@ -109,7 +108,6 @@ class Load:
     def _run(self) -> None:
         host, port = self.url.removeprefix("http://").split(":")
         deadline = time.monotonic() + self.max_s
-        body = json.dumps({"model": MODEL, "messages": MSG})
         while (
             not self._stop.is_set()
             and time.monotonic() < deadline
@@ -117,6 +115,12 @@ class Load:
         ):
             with self._lock:
                 self.sent += 1
+                n = self.sent
+            # A prompt of its own per request, as from many users: the default (affinity)
+            # policy would send one repeated prompt to the same replica every time.
+            body = json.dumps(
+                {"model": MODEL, "messages": [{"role": "user", "content": f"hi {n}"}]}
+            )
             try:
                 conn = http.client.HTTPConnection(host, int(port), timeout=30)
                 conn.request(
