@@ -13,6 +13,8 @@ PostgreSQL: psycopg 3, a connect timeout (an unreachable server is an error, not
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,23 @@ def make_engine(url: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
     return create_engine(url, connect_args=args, pool_pre_ping=True)
 
 
+def _set_wal(cur: Any, busy_timeout_s: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while the file is locked: switching a new
+    database to WAL takes an exclusive lock without calling the busy handler, so two nodes
+    (or threads) opening a new file at once got "database is locked" at once (~1 in 75 runs of
+    ``test_two_openers_of_a_new_database_migrate_once``). Once one of them has switched, the
+    mode is in the file and the others only read it."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_events(engine: Engine, busy_timeout_s: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -69,7 +88,7 @@ def _sqlite_events(engine: Engine, busy_timeout_s: float) -> None:
         cur = dbapi_conn.cursor()
         try:
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            cur.execute("PRAGMA journal_mode = WAL")
+            _set_wal(cur, busy_timeout_s)
             cur.execute("PRAGMA synchronous = FULL")
             cur.execute("PRAGMA foreign_keys = ON")
         finally:
