@@ -47,7 +47,9 @@ class Backend:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        if self._session is None or self._session.closed:
+            # Closed while the node stops: a probe or a request still under way gets the error
+            # its caller handles, not aiohttp's RuntimeError("Session is closed").
             raise BackendError("backend client is not open")
         return self._session
 
