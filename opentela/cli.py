@@ -63,6 +63,13 @@ def main() -> None:
 @click.option("--http-port", type=int, help="HTTP port. Default 8092.")
 @click.option("--p2p-host", help="libp2p listen address. Default 0.0.0.0.")
 @click.option("--p2p-port", type=int, help="libp2p TCP port. Default 43905.")
+@click.option(
+    "--p2p-max-connections",
+    "--p2p.max-connections",
+    "p2p_max_connections",
+    type=int,
+    help="libp2p connections kept open; idle ones above it are closed (min 4). Default 64.",
+)
 @click.option("--public-addr", help="IP or multiaddr that peers should dial.")
 @click.option(
     "--bootstrap",

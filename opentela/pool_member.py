@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .aio_bridge import to_aio
 from .closed_pool import GRANTS_EXTRA, ClosedPool
 from .config import Config, bootstrap_problem
+from .overlay.connections import ConnectionBudget
 from .overlay.host import Host
 from .overlay.membership import (
     Effect,
@@ -165,6 +166,16 @@ class PoolMember:
             )
         self.liveness = Liveness(host, self.streams, self.sync.store)
         self.swim = MembershipRuntime(host, self.membership, self.liveness.on_effect, rng)
+        bootstrap_peers = frozenset(p for p in map(peer_of, cfg.bootstrap) if p)
+        self.connections = ConnectionBudget(
+            host,
+            cfg.p2p_max_connections,
+            # Streams of one-way protocols reopen on the next message: they keep no connection.
+            one_way=frozenset({self.swim.senders.protocol, self.sync.senders.protocol}),
+            protected=lambda: bootstrap_peers | self.streams.busy_peers(),
+            reusable=self.streams.idle_for,
+            release=lambda pid: self.streams.abort_peer(pid, "idle connection closed"),
+        )
         self.rejoiner = Rejoiner(
             self.peer_id,
             cfg.home_path,
@@ -181,6 +192,7 @@ class PoolMember:
     async def start(self, nursery: trio.Nursery) -> None:
         await nursery.start(self.swim.run)
         await nursery.start(self.sync.run)
+        await nursery.start(self.connections.run)
         if self.closed is not None:
             await nursery.start(self.closed.run)
 
@@ -217,6 +229,7 @@ class PoolMember:
     def stats(self) -> dict[str, Any]:
         m = self.membership
         return {
+            **self.connections.stats,
             "table": dict(self.sync.stats),
             "rejoin": dict(self.rejoiner.stats),
             **({"admission": self.closed.stats} if self.closed is not None else {}),

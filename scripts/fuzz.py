@@ -54,6 +54,7 @@ from opentela.overlay.host import PeerStream  # noqa: E402
 from opentela.overlay.membership import messages  # noqa: E402
 from opentela.overlay.membership.runtime import MembershipRuntime  # noqa: E402
 from opentela.overlay.membership.state import Membership  # noqa: E402
+from opentela.table.load import InvalidLoad, sign_load, verify_load  # noqa: E402
 from opentela.table.record import Gpu, NodeRecord, RecordError, Service  # noqa: E402
 from opentela.table.signing import InvalidRecord, sign, verify, verify_wire  # noqa: E402
 from opentela.table.sync import TableSync  # noqa: E402
@@ -380,6 +381,80 @@ def table_check(ts: TableSync) -> Callable[[tuple[int, Any]], str]:
     return check
 
 
+# -- target: table gossip (TableSync._on_gossip) and load updates --------------------------------------
+
+VALID_LOADS = [sign_load(k, 10 + i, i) for i, k in enumerate(_KEYS[1:])]
+load_inputs = st.one_of(
+    values,
+    st.sampled_from([u.pack() for u in VALID_LOADS]),
+    st.lists(values, min_size=4, max_size=4),
+    st.tuples(st.sampled_from([u.wire() for u in VALID_LOADS]), mutations).map(
+        lambda t: _unpacked(mutate(*t))
+    ),
+)
+
+
+def _unpacked(data: bytes) -> Any:
+    """A mutated update as its decoder sees it (None when the bytes no longer decode)."""
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except Exception:
+        return None
+
+
+def check_load(packed: Any) -> str:
+    try:
+        upd = verify_load(packed)
+    except InvalidLoad:
+        return "InvalidLoad"
+    assert upd.author in {identity.peer_id(k) for k in _KEYS}
+    return "valid"
+
+
+record_rumors = st.lists(
+    st.one_of(
+        st.sampled_from([[r.record.peer_id, r.record.version, r.wire()] for r in VALID_RECORDS]),
+        st.lists(values, max_size=4),
+        values,
+    ),
+    max_size=4,
+)
+load_rumors = st.lists(
+    st.one_of(
+        st.sampled_from([u.wire() for u in VALID_LOADS]),
+        st.builds(lambda v: msgpack.packb(v, use_bin_type=True), load_inputs),
+        values,
+    ),
+    max_size=4,
+)
+gossip_inputs = st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda v: msgpack.packb(v, use_bin_type=True), values),
+    st.builds(
+        lambda r, lo: msgpack.packb({"r": r, "l": lo}, use_bin_type=True),
+        st.one_of(record_rumors, values),
+        st.one_of(load_rumors, values),
+    ),
+)
+
+
+def gossip_check(ts: TableSync) -> Callable[[bytes], str]:
+    def check(payload: bytes) -> str:
+        before = (ts.stats["loads_accepted"], ts.stats["rejected"], ts.stats["duplicates"])
+        trio.from_thread.run_sync(ts._on_gossip, payload, "12D3KooWFuzz")
+        after = (ts.stats["loads_accepted"], ts.stats["rejected"], ts.stats["duplicates"])
+        return (
+            "+".join(
+                n
+                for n, b, a in zip(("load", "rejected", "dup"), before, after, strict=True)
+                if a > b
+            )
+            or "none"
+        )
+
+    return check
+
+
 # -- target: membership messages ----------------------------------------------------------------------
 
 _PID = _GRANT_PEERS[0]
@@ -632,6 +707,11 @@ def run_trio_targets(plan: dict[str, int], seed: int, results: dict[str, Result]
                 ts = TableSync(OfflineHost(identity.peer_id(key)), key, _record(key, version=5))  # type: ignore[arg-type]
                 await trio.to_thread.run_sync(
                     drive, results["table"], table_frames, table_check(ts), plan["table"], seed
+                )
+            if plan.get("gossip"):
+                ts = TableSync(OfflineHost(identity.peer_id(key)), key, _record(key, version=5))  # type: ignore[arg-type]
+                await trio.to_thread.run_sync(
+                    drive, results["gossip"], gossip_inputs, gossip_check(ts), plan["gossip"], seed
                 )
             if plan.get("swim_handler"):
                 rt = MembershipRuntime(
@@ -948,6 +1028,8 @@ WEIGHTS = {
     "swim_decode": 12,
     "swim_handler": 5,
     "table": 8,
+    "gossip": 6,
+    "load": 6,
     "admit": 5,
     "forward": 5,
     "http": 5,
@@ -959,8 +1041,9 @@ PURE: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], str]]] = {
     "verify_wire": (wire_inputs, check_verify_wire),
     "grant": (grant_inputs, check_grant),
     "swim_decode": (swim_inputs, check_swim_decode),
+    "load": (load_inputs, check_load),
 }
-TRIO = ("table", "swim_handler", "admit", "forward")
+TRIO = ("table", "gossip", "swim_handler", "admit", "forward")
 
 
 def split(total: int, only: set[str] | None = None) -> dict[str, int]:

@@ -333,7 +333,8 @@ class Gateway:
                 "self": pid == snap.self_id,
                 "connected": e.alive,
                 "version": r.version,
-                "load": r.load,
+                "load": snap.load(pid)[1],
+                "load_version": snap.load(pid)[0],
                 "software": r.software,
                 "service": [
                     {

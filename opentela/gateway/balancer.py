@@ -1,6 +1,6 @@
 """The entry node's routing memory: the load estimator and the policy's state, one per node.
 
-Reads table snapshots (gossiped load per replica), counts this node's own requests to each
+Reads table snapshots (gossiped load per replica, and the newer load updates), counts this node's own requests to each
 replica, and orders every tier of a plan under the configured policy. Never writes the table.
 """
 
@@ -43,6 +43,8 @@ class Balancer:
         key = prefix_key(dict(body or {}), headers) if self.policy is Policy.AFFINITY else None
 
         def order_ids(ids: list[str]) -> list[str]:
+            for pid in ids:  # load updates arrive between snapshots: the candidates' newest
+                self.estimator.on_record(pid, *snap.load(pid))
             estimates = self.estimator.estimates(ids)
             return order(self.policy, ids, estimates, key, self.rng, self.state)
 

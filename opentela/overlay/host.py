@@ -89,9 +89,12 @@ def _peer_mismatch(exc: BaseException) -> tuple[bool, str | None]:
 class PeerStream:
     """A libp2p stream that speaks frames, with a deadline on every read."""
 
-    def __init__(self, raw: object, remote_peer: str) -> None:
+    def __init__(
+        self, raw: object, remote_peer: str, on_send: Callable[[str], None] | None = None
+    ) -> None:
         self._raw = raw
         self.remote_peer = remote_peer
+        self._on_send = on_send  # the host's activity record (``Host.last_active``)
         self._decoder = framing.Decoder()
         self._ready: list[framing.Frame] = []
         self._write_lock = trio.Lock()
@@ -107,6 +110,8 @@ class PeerStream:
         except Exception as exc:
             self.broken = True
             raise StreamFailed(f"write to {self.remote_peer[-8:]} failed: {exc!r}") from exc
+        if self._on_send is not None:
+            self._on_send(self.remote_peer)
 
     def abort(self, reason: str) -> None:
         """Make a pending (or the next) ``receive`` fail at once: membership declared the
@@ -228,6 +233,9 @@ class Host:
         self.swarm_key = False  # --swarm-key: failed dials say "private network key mismatch?"
         self.streams = limits.PeerSlots(limits.MAX_STREAMS_PER_PEER)  # inbound, per peer
         self._over_logged = limits.LogOnce()
+        # Trio time a stream to or from each peer was last opened or written to: how
+        # ``overlay/connections`` tells a connection in use from an idle one.
+        self._last_active: dict[str, float] = {}
 
     def addrs(self) -> list[str]:
         return [str(a) for a in self._raw.get_addrs()]  # type: ignore[attr-defined]
@@ -285,7 +293,8 @@ class Host:
                 raw = await self._raw.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])  # type: ignore[attr-defined]
         except Exception as exc:
             raise StreamFailed(f"open {protocol} to {peer_id[-8:]} failed: {exc!r}") from exc
-        return PeerStream(raw, peer_id)
+        self._touch(peer_id)
+        return PeerStream(raw, peer_id, self._touch)
 
     def connected_peers(self) -> list[str]:
         try:
@@ -293,6 +302,33 @@ class Host:
         except Exception:
             return []
         return [str(p) for p, c in conns.items() if c]
+
+    def _touch(self, peer_id: str) -> None:
+        self._last_active[peer_id] = trio.current_time()
+
+    def last_active(self, peer_id: str) -> float | None:
+        """When a stream to or from ``peer_id`` was last opened or written to (trio time)."""
+        return self._last_active.get(peer_id)
+
+    def open_streams(self, ignore: frozenset[str] = frozenset()) -> dict[str, int]:
+        """Each connected peer, with the streams open on its connection(s) whose protocol is
+        not in ``ignore`` (one-way protocols that reopen on demand); a stream still
+        negotiating its protocol counts."""
+        try:
+            conns = self._raw.get_network().get_connections_map()  # type: ignore[attr-defined]
+        except Exception:
+            return {}
+        out: dict[str, int] = {}
+        for pid, cs in conns.items():
+            if not cs:
+                continue
+            n = 0
+            for c in cs:
+                for st in c.get_streams():
+                    proto = st.get_protocol()
+                    n += proto is None or str(proto) not in ignore
+            out[str(pid)] = n
+        return out
 
     def connection_key(self, peer_id: str) -> int | None:
         """Identifies the current connection to a peer (a new one after a reconnect)."""
@@ -326,7 +362,8 @@ class Host:
                 with trio.move_on_after(1), contextlib.suppress(Exception):
                     await raw.reset()  # type: ignore[attr-defined]
                 return
-            stream = PeerStream(raw, remote)
+            self._touch(remote)
+            stream = PeerStream(raw, remote, self._touch)
             try:
                 await handler(stream)
             finally:
@@ -432,6 +469,21 @@ def _pnet_hint(exc: BaseException, keyed: bool) -> str:
     return hint
 
 
+def _no_auto_connect(swarm: object) -> None:
+    """py-libp2p's AutoConnector dials every peer of the peerstore while the node has fewer
+    than ~150 connections (midway between its watermarks), every 10-30 s and after each
+    disconnect: a full mesh, whatever ``overlay/connections`` closes. No setting turns it off
+    (equal watermarks make its pruner close everything instead), so its one entry point is
+    replaced: opentela dials whom membership and routing ask for, nobody else."""
+
+    async def no_dials() -> None:
+        return None
+
+    connector = getattr(swarm, "auto_connector", None)
+    if connector is not None:
+        connector.maybe_connect = no_dials
+
+
 @asynccontextmanager
 async def open_host(
     key: Ed25519PrivateKey,
@@ -454,6 +506,7 @@ async def open_host(
         ),
         announce_addrs=_announce_addrs(listen_host, listen_port, public_addr),
     )
+    _no_auto_connect(raw.get_network())
     if swarm_key is not None:
         raw.get_network().psk = _SwarmKey(swarm_key)  # see _protect
         pnet_log.info("pnet.on", fingerprint=pnet.fingerprint(swarm_key))

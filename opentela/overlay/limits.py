@@ -18,6 +18,12 @@ TABLE_RATE_PER_S = 50.0
 record change; 50/s is a whole pool restarting at once."""
 TABLE_BURST = 200
 """Table messages a peer may send at once: the pushes of a node joining a 200-node pool."""
+GOSSIP_RATE_PER_S = 50.0
+"""Table gossip messages per second from one peer: a node sends ``fanout`` (3) per 0.2 s in
+all, so one peer sends us ~1/s on average; direct load updates from a worker we forward to
+add at most 2/s. 50/s only binds a flood."""
+GOSSIP_BURST = 200
+"""Gossip messages a peer may send at once (a backlog flushed after a stall)."""
 SWIM_RATE_PER_S = 200.0
 """Membership messages per second from one peer: SWIM sends a few per protocol period (0.2 s
 at the fastest), indirect probes included; beyond, messages are dropped as UDP would."""

@@ -58,5 +58,13 @@ class StreamPool:
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())
 
+    def idle_for(self, peer_id: str) -> int:
+        """Streams to ``peer_id`` held for reuse (they alone do not keep its connection)."""
+        return len(self._idle.get(peer_id, ()))
+
+    def busy_peers(self) -> frozenset[str]:
+        """Peers with a request in flight on one of our streams."""
+        return frozenset(p for p, busy in self._busy.items() if busy)
+
 
 __all__ = ["StreamFailed", "StreamPool"]

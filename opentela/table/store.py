@@ -11,7 +11,7 @@ stale.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .merge import merge
 from .record import LEFT, READY, NodeRecord
@@ -51,9 +51,20 @@ class Snapshot:
 
     self_id: str
     entries: dict[str, Entry]
+    loads: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """The store's live (version, load) of each author's newest load update: shared, not
+    copied, so load news (several per second) never rebuilds a snapshot."""
 
     def routable(self) -> list[Entry]:
         return [e for e in self.entries.values() if e.routable]
+
+    def load(self, peer_id: str) -> tuple[int, int]:
+        """(version, load) of the newest load we know for ``peer_id``: its record's, or a
+        later load update's (both versions come from the author's one counter)."""
+        e = self.entries.get(peer_id)
+        rec = (e.record.version, e.record.load) if e is not None else (-1, 0)
+        upd = self.loads.get(peer_id)
+        return upd if upd is not None and upd[0] > rec[0] else rec
 
 
 class TableStore:
@@ -68,6 +79,7 @@ class TableStore:
         self._floor: dict[str, int] = {}
         self._floor_at: dict[str, float] = {}
         self._liveness: dict[str, tuple[str, float]] = {}
+        self.loads: dict[str, tuple[int, int]] = {}  # author -> (version, load) of updates
         self._snapshot: Snapshot | None = None
         self._snapshot_at = 0
 
@@ -93,6 +105,21 @@ class TableStore:
         if changed:
             self._snapshot = None
         return changed
+
+    def load_version(self, peer_id: str) -> int:
+        """The newest version we hold of ``peer_id``'s load (record or update); -1 if none."""
+        rec = self._records.get(peer_id)
+        upd = self.loads.get(peer_id)
+        return max(rec.record.version if rec else -1, upd[0] if upd else -1)
+
+    def apply_load(self, peer_id: str, version: int, load: int) -> bool:
+        """A verified load update; kept only for an author we hold a record of (so load news
+        cannot make anyone known) and only when newer than its record and earlier updates."""
+        rec = self._records.get(peer_id)
+        if rec is None or rec.record.status == LEFT or version <= self.load_version(peer_id):
+            return False
+        self.loads[peer_id] = (version, load)
+        return True
 
     def age(self, peer_id: str, now_s: float) -> float:
         """Seconds since we last heard news from ``peer_id`` (0 for ourselves)."""
@@ -143,6 +170,7 @@ class TableStore:
         ]
         for pid in dropped:
             rec = self._records.pop(pid, None)
+            self.loads.pop(pid, None)
             self._seen.pop(pid, None)
             self._liveness.pop(pid, None)
             if rec is not None:
@@ -171,6 +199,6 @@ class TableStore:
             )
             for pid, s in self._records.items()
         }
-        snap = Snapshot(self.self_id, entries)
+        snap = Snapshot(self.self_id, entries, self.loads)
         self._snapshot, self._snapshot_at = snap, int(now_s)
         return snap

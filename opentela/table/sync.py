@@ -1,39 +1,59 @@
-"""Replicating the table over libp2p: author push, mutual introduction, anti-entropy.
+"""Replicating the table over libp2p: bounded fan-out gossip, mutual introduction,
+anti-entropy, and load as small signed updates.
 
-- When a node's own record changes it pushes it to every peer it knows (one hop, so a change
-  reaches every node of a 10-node pool in a few milliseconds).
+- A change of a node's own record is gossiped (``gossip.py``): every ``GOSSIP_INTERVAL_S`` a
+  node sends at most ``fanout`` one-way messages (protocol ``/opentela/gossip/1``, one long-lived
+  stream per peer) to random live peers, each carrying a batch of rumors; a node that accepts a
+  rumor as news passes it on. Per-node cost is bounded whatever the pool's size, and a change
+  reaches a 1,000-node pool in about a second (``scripts/bench_scale.py``). Each record
+  version is verified once per node: copies of what we already hold are dropped by
+  (author, version) before any signature check.
+- Load is not a record change: a worker signs a ~110-byte load update (``load.py``) and sends
+  it straight to the entry nodes that forwarded it requests recently (they route on it), and
+  gossips it at most every ``max(0.5 s, n / POOL_LOAD_RATE)`` (``gossip.load_gossip_interval``),
+  so the whole pool carries about ``POOL_LOAD_RATE`` load rumors per second however many
+  workers are busy.
 - When it hears of a peer for the first time it pushes its own record to that peer, so a
   worker that bootstrapped from the head introduces itself to every other worker.
 - Every ``AE_INTERVAL_S`` it exchanges a 16-byte digest hash with one random peer and, on a
-  mismatch, the per-author versions, then pulls and pushes the difference. A lost push is
-  repaired within a few intervals; nothing depends on a message arriving.
+  mismatch, the per-author versions, then pulls and pushes the difference. What gossip misses
+  is repaired within a few intervals; nothing depends on a message arriving.
 - Records are only re-signed when they change: liveness is the membership protocol's job
   (SWIM, ``overlay/membership``), so idle table traffic is one digest hash per interval,
   whatever the pool size. A record relayed by a third party counts as alive for ``TTL_S``
-  until membership reaches its author. A node that leaves publishes a ``left`` tombstone that
-  peers honour at once.
+  until membership reaches its author. A node that leaves publishes a ``left`` tombstone, pushed
+  at once to the peers it is connected to and gossiped to the rest; peers honour it at once.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+import msgpack
 import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..overlay import framing, limits
 from ..overlay.host import Host, PeerStream, StreamFailed
+from ..overlay.peer_senders import PeerSenders
 from . import digest as dg
+from . import gossip as gs
+from .load import InvalidLoad, LoadUpdate, peek, sign_load, verify_load
 from .record import LEFT, NodeRecord
 from .signing import InvalidRecord, SignedRecord, sign, verify
 from .store import DEAD, GONE, TableStore
 
 PROTOCOL = "/opentela/table/1"
+GOSSIP_PROTOCOL = "/opentela/gossip/1"
+GOSSIP_INTERVAL_S = gs.DEFAULT_INTERVAL_S
+GOSSIP_IDLE_S = 60.0  # a gossip stream unused this long is closed (and its task ends)
+MAX_LOADS_PER_MESSAGE = 4096
+_FRAME_OVERHEAD = 8  # length prefix and msgpack [kind, bytes] header of one BODY frame
 TTL_S = 30.0  # a record membership has not confirmed is routable this long after it arrived
 MAINTENANCE_S = 5.0  # how often forgotten authors are expired
 AE_INTERVAL_S = 5.0  # anti-entropy period (one random peer per period; repairs lost pushes)
@@ -63,9 +83,29 @@ class TableSync:
         self._on_peer = on_peer
         self._admit = admit  # closed pool: checks the author's grant, bounds its claims
         self._nursery: trio.Nursery | None = None
-        self.stats = {"rejected": 0, "pushes_sent": 0, "syncs": 0, "bytes_sent": 0}
+        self.stats = {
+            "rejected": 0,
+            "pushes_sent": 0,
+            "syncs": 0,
+            "bytes_sent": 0,
+            "gossip_sent": 0,
+            "gossip_received": 0,
+            "gossip_bytes_sent": 0,
+            "gossip_bytes_received": 0,
+            "duplicates": 0,
+            "loads_accepted": 0,
+            "loads_sent_direct": 0,
+        }
         self._rate = limits.PeerRate(limits.TABLE_RATE_PER_S, limits.TABLE_BURST)
+        self._gossip_rate = limits.PeerRate(limits.GOSSIP_RATE_PER_S, limits.GOSSIP_BURST)
         self._over_logged = limits.LogOnce()
+        self._bad_load_logged = limits.LogOnce()
+        self.gossip = gs.Gossip(now_s=trio.current_time())
+        self.senders = PeerSenders(host, GOSSIP_PROTOCOL, idle_s=GOSSIP_IDLE_S)
+        self._own_load: LoadUpdate | None = None
+        self._load_gossiped_at = -1e18
+        self._load_gossip_due = False  # an update is waiting for its turn in gossip
+        self._wake = trio.Event()
         self._publish_local(initial)
 
     # -- own record ---------------------------------------------------------------------------
@@ -77,6 +117,9 @@ class TableSync:
     def _next_version(self, floor: int = 0) -> int:
         # Milliseconds since the epoch, kept strictly increasing: a restarted node's record
         # outranks its previous life's (even its tombstone) without persisting a counter.
+        # Load updates draw from the same counter, so "newer" compares across both.
+        if self._own_load is not None:
+            floor = max(floor, self._own_load.version)
         return max(self._own.version + 1, floor + 1, int(time.time() * 1000))
 
     def _publish_local(self, rec: NodeRecord) -> SignedRecord:
@@ -86,10 +129,38 @@ class TableSync:
         return signed
 
     def update(self, **changes: Any) -> None:
-        """Change our own record and push it to everyone we know."""
+        """Change our own record and gossip it."""
+        if "load" not in changes and self._own_load is not None:
+            changes["load"] = self._own_load.load  # a record signed now carries today's load
         rec = replace(self._own, **changes, version=self._next_version(), timestamp=time.time())
         signed = self._publish_local(rec)
-        self._broadcast(signed)
+        self._offer_record(signed, None)
+
+    def publish_load(self, load: int, direct_to: Iterable[str] = ()) -> None:
+        """Our load changed: a signed update, sent at once to ``direct_to`` (the entries that
+        route to us) and gossiped when the pool's load budget gives us a turn."""
+        if self._own.status == LEFT:
+            return
+        version = self._next_version()
+        upd = sign_load(self._key, version, load)
+        self._own_load = upd
+        self.store.apply_load(self.host.peer_id, version, load)
+        if direct_to:
+            payload = msgpack.packb({"d": [upd.wire()]}, use_bin_type=True)
+            for pid in direct_to:
+                if pid != self.host.peer_id and self.senders.send(pid, payload):
+                    self.stats["loads_sent_direct"] += 1
+                    self._count_sent(payload)
+        self._load_gossip_due = True
+        self._wake.set()
+
+    def load_gossip_interval(self) -> float:
+        return gs.load_gossip_interval(len(self.peers()) + 1)
+
+    def _offer_record(self, signed: SignedRecord, source: str | None) -> None:
+        r = signed.record
+        self.gossip.offer(gs.Rumor(gs.RECORD, r.peer_id, r.version, signed.wire()), source)
+        self._wake.set()
 
     # -- peers ---------------------------------------------------------------------------------
 
@@ -101,12 +172,139 @@ class TableSync:
             if pid != self.host.peer_id and self.store.alive(pid, now)
         ]
 
-    def _broadcast(self, signed: SignedRecord, exclude: frozenset[str] = frozenset()) -> None:
-        if self._nursery is None:
+    # -- gossip ---------------------------------------------------------------------------------
+
+    def _count_sent(self, payload: bytes) -> None:
+        self.stats["gossip_sent"] += 1
+        self.stats["gossip_bytes_sent"] += len(payload) + _FRAME_OVERHEAD
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            if (
+                self._load_gossip_due
+                and self._own_load is not None
+                and now - self._load_gossiped_at >= self.load_gossip_interval()
+            ):
+                upd = self._own_load
+                self.gossip.offer(gs.Rumor(gs.LOAD, upd.author, upd.version, upd.wire()))
+                self._load_gossip_due, self._load_gossiped_at = False, now
+            live = self.peers() if len(self.gossip) else []
+            for send in self.gossip.tick(now, self._gossip_peers(live), self._rng, len(live) + 1):
+                records = [
+                    [r.author, r.version, r.data] for r in send.rumors if r.kind == gs.RECORD
+                ]
+                loads = [r.data for r in send.rumors if r.kind == gs.LOAD]
+                payload = _gossip_payload(records, loads)
+                if self.senders.send(send.to_id, payload):
+                    self._count_sent(payload)
+            self._wake = trio.Event()
+            wait = self.gossip.next_deadline_s() - now
+            if self._load_gossip_due:
+                wait = min(wait, self._load_gossiped_at + self.load_gossip_interval() - now)
+            with trio.move_on_after(max(0.0, min(wait, 1.0))):
+                await self._wake.wait()
+
+    def _gossip_peers(self, live: list[str]) -> list[str]:
+        """Live peers we are connected to, when there are enough of them: gossip then needs no
+        dial (the connection budget keeps a bounded, changing set of them, so over time news
+        still takes random paths); all live peers otherwise."""
+        connected = set(self.host.connected_peers())
+        near = [p for p in live if p in connected]
+        return near if len(near) >= self.gossip.fanout else live
+
+    async def handle_gossip(self, stream: PeerStream) -> None:
+        """One peer's long-lived gossip stream: every frame is one batch of rumors."""
+        source = stream.remote_peer
+        while True:
+            try:
+                frames = await stream.receive(3600.0)
+            except StreamFailed:
+                return
+            for frame in frames:
+                if frame.kind != framing.BODY or not isinstance(frame.payload, bytes):
+                    continue
+                self.stats["gossip_received"] += 1
+                self.stats["gossip_bytes_received"] += len(frame.payload) + _FRAME_OVERHEAD
+                now = trio.current_time()
+                if not self._gossip_rate.allow(source, now):
+                    if self._over_logged.should_log(source, now):
+                        log.warning("table.gossip_rate_limited", peer=source)
+                    continue
+                try:
+                    self._on_gossip(frame.payload, source)
+                except Exception:
+                    log.exception("table.gossip_error", peer=source)
+
+    def _on_gossip(self, payload: bytes, source: str) -> None:
+        try:
+            msg = msgpack.unpackb(payload, raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError):
+            self.stats["rejected"] += 1
             return
-        for pid in self.peers():
-            if pid not in exclude:
-                self._nursery.start_soon(self._push_to, pid, [signed])
+        if not isinstance(msg, dict):
+            return
+        records = msg.get("r") or []
+        if isinstance(records, list):
+            for item in records[:MAX_RECORDS_PER_MESSAGE]:
+                self._on_record_rumor(item, source)
+        for key, forward in (("l", True), ("d", False)):
+            loads = msg.get(key) or []
+            if isinstance(loads, list):
+                for data in loads[:MAX_LOADS_PER_MESSAGE]:
+                    self._on_load_rumor(data, source, forward)
+
+    def _on_record_rumor(self, item: Any, source: str) -> None:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], bytes)):
+            self.stats["rejected"] += 1
+            return
+        author, version, data = item
+        have = self.store.get(author) if isinstance(author, str) else None
+        if have is not None and isinstance(version, int) and version <= have.record.version:
+            self.stats["duplicates"] += 1  # a copy of what we hold: no decode, no signature
+            return
+        try:
+            packed = msgpack.unpackb(data, raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError):
+            self.stats["rejected"] += 1
+            return
+        for signed in self._accept([packed], source):
+            if signed.record.peer_id != self.host.peer_id:
+                self._offer_record(signed, source)
+
+    def _on_load_rumor(self, data: Any, source: str, forward: bool) -> None:
+        """A load update: ``forward`` when it came by gossip (``"l"``), not when a worker sent
+        it straight to us (``"d"``): direct updates go out at the worker's full rate, and
+        passing them on would put that rate on the whole pool instead of its budget."""
+        try:
+            packed = msgpack.unpackb(data, raw=False) if isinstance(data, bytes) else None
+            author, version = peek(packed)
+        except (InvalidLoad, ValueError, msgpack.ExtraData, msgpack.FormatError):
+            self.stats["rejected"] += 1
+            return
+        if author == self.host.peer_id or version <= self.store.load_version(author):
+            self.stats["duplicates"] += 1
+            return
+        if self.store.get(author) is None:
+            return  # load news of an author we have no (admitted) record of: not ours to keep
+        if source != author:
+            # Relayed: only the signature says the author wrote it. Sent by the author itself
+            # (directly, to the entries it serves), the Noise session already proved who is
+            # speaking: no check, which is what keeps an entry's cost per update low. Whoever
+            # we pass it on to checks it (for them it is relayed).
+            try:
+                verify_load(packed)
+            except InvalidLoad as exc:
+                self.stats["rejected"] += 1
+                if self._bad_load_logged.should_log(source, trio.current_time()):
+                    log.warning("table.load_rejected", source=source, reason=str(exc))
+                return
+        _, _, load, _ = packed
+        if self.store.apply_load(author, version, load):
+            self.stats["loads_accepted"] += 1
+            if forward:
+                self.gossip.offer(gs.Rumor(gs.LOAD, author, version, data), source)
+                self._wake.set()
 
     # -- wire ----------------------------------------------------------------------------------
 
@@ -299,14 +497,18 @@ class TableSync:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.host.set_handler(PROTOCOL, self.handle)
+            self.host.set_handler(GOSSIP_PROTOCOL, self.handle_gossip)
+            await nursery.start(self.senders.run)
             nursery.start_soon(self._maintenance_loop)
             nursery.start_soon(self._anti_entropy_loop)
+            nursery.start_soon(self._gossip_loop)
             task_status.started()
 
     async def _maintenance_loop(self) -> None:
         while True:
             await trio.sleep(MAINTENANCE_S)
             for pid in self.store.expire(trio.current_time()):
+                self.gossip.drop(pid)
                 log.info("table.forgot", peer=pid)
 
     async def _anti_entropy_loop(self) -> None:
@@ -332,14 +534,26 @@ class TableSync:
         await self.sync_with(peer_id)
 
     async def leave(self, timeout_s: float = 2.0) -> None:
-        """Publish a tombstone and wait (bounded) until peers have it."""
-        peers = self.peers()
+        """Publish a tombstone and wait (bounded) until peers have it: pushed at once to the
+        peers we are connected to (no dials on the way out), gossiped to the rest."""
+        connected = set(self.host.connected_peers())
+        peers = [p for p in self.peers() if p in connected]
         rec = replace(self._own, status=LEFT, version=self._next_version(), timestamp=time.time())
         signed = self._publish_local(rec)
+        self._offer_record(signed, None)
         with trio.move_on_after(timeout_s):
             async with trio.open_nursery() as n:
                 for pid in peers:
                     n.start_soon(self._push_to, pid, [signed])
+
+
+def _gossip_payload(records: list[list[Any]], loads: list[bytes]) -> bytes:
+    msg: dict[str, Any] = {}
+    if records:
+        msg["r"] = records
+    if loads:
+        msg["l"] = loads
+    return msgpack.packb(msg, use_bin_type=True)
 
 
 def _remote_digest(raw: Any) -> dg.Digest:

@@ -83,7 +83,7 @@ class WorkerAgent:
             now = trio.current_time()
             if load_worth_publishing(self.published_load, current, now - self._published_at):
                 self.published_load, self._published_at = current, now
-                self.sync.update(load=current)
+                self.sync.publish_load(current, direct_to=self.server.recent_clients(now))
 
     def _publish(self) -> None:
         self.server.available = self.health.up

@@ -40,9 +40,9 @@ LOAD_MIN_INTERVAL_S = 0.5  # at most two load updates per second per worker
 
 
 def load_worth_publishing(published: int, current: int, since_s: float) -> bool:
-    """Publish load only on a meaningful change, and not too often: every update is pushed to
-    every peer, so load must not flood the overlay. Meaningful: back to idle, or a change of at
-    least one request and at least 20 % of what was published."""
+    """Publish load only on a meaningful change, and not too often: every update goes to the
+    entries that route to us (and, within the pool's budget, to gossip). Meaningful: back to
+    idle, or a change of at least one request and at least 20 % of what was published."""
     if current == published or since_s < LOAD_MIN_INTERVAL_S:
         return False
     return current == 0 or abs(current - published) >= max(1, 0.2 * published)

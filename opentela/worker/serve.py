@@ -38,6 +38,8 @@ RETRYABLE_STATUS = frozenset({502, 503, 504})
 # the backend queues beyond its batch size anyway) while one member cannot hold every backend
 # connection. Over it: 429, retryable, so the entry tries another replica.
 MAX_CONCURRENT_PER_PEER = 256
+CLIENT_MEMORY_S = 30.0  # an entry that forwarded us nothing this long stops getting our load
+MAX_DIRECT_CLIENTS = 16  # entries told our load directly, at most (the most recent ones)
 REFUSAL_LOG_INTERVAL_S = 60.0  # refusals are logged once per peer per minute, not per request
 
 
@@ -70,6 +72,14 @@ class ForwardServer:
         self.in_flight = 0
         self.served = 0
         self.cancelled = 0
+        self.clients: dict[str, float] = {}  # entry peer -> when it last sent us a request
+
+    def recent_clients(self, now: float, within_s: float = CLIENT_MEMORY_S) -> list[str]:
+        """The entry nodes that forwarded us a request lately: they route on our load, so they
+        get it directly (``TableSync.publish_load``); the rest of the pool hears by gossip."""
+        for pid in [p for p, t in self.clients.items() if now - t > within_s]:
+            del self.clients[pid]
+        return sorted(self.clients, key=self.clients.__getitem__)[-MAX_DIRECT_CLIENTS:]
 
     async def handle(self, stream: PeerStream) -> None:
         """One task reads the stream for its whole life and hands complete requests to the
@@ -175,6 +185,7 @@ class ForwardServer:
             DROP_TO_BACKEND,
         )
         self.in_flight += 1
+        self.clients[peer] = trio.current_time()
         self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
         try:
             await self._proxy(stream, method, path, headers, body)

@@ -29,6 +29,8 @@ CASES = {
     "swim_decode": 200,
     "swim_handler": 100,
     "table": 150,
+    "gossip": 150,
+    "load": 150,
     "admit": 100,
     "forward": 100,
     "http": 100,

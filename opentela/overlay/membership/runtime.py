@@ -2,11 +2,16 @@
 effects.
 
 Messages travel on one long-lived outbound stream per peer (protocol ``/opentela/swim/1``),
-one frame per message: opening a stream per probe would cost ~6 ms and several packets. Each
-peer has a small send queue served by its own task, so a hung peer (SIGSTOP keeps its TCP
-connection open) can only delay messages to itself; a full queue drops, as UDP would, and the
-failure detector copes with loss by design. A broken stream is reopened on the next message,
-after clearing libp2p's negative dial cache: membership decides who is worth dialing.
+one frame per message (``overlay/peer_senders.py``): opening a stream per probe would cost
+~6 ms and several packets. A hung peer can only delay messages to itself; a full queue drops,
+as UDP would, and the failure detector copes with loss by design. A stream idle for
+``SEND_IDLE_S`` (a peer no longer probed, in a large pool) is closed and its task ends; an open
+one-way stream does not keep a connection from being reaped (``overlay/connections.py``), and
+the next message reopens it. 60 s is longer than the gap between two messages to a member in
+any pool up to ~200 nodes at the default probe interval (a node probes each member once per
+N intervals, and answers its probes as often), so there a stream lives as long as its peer.
+Each reopen costs a multistream negotiation: with 10 s, 12 nodes at ``--probe-interval 1``
+sent 477 B/s per node at idle, with 60 s 346 B/s (``bench_membership.py --n 12``).
 
 On the wire, a message's own ``from_id`` (52 characters, in every Ping and Ack) is replaced by
 ``SELF_MARK``: the Noise handshake already authenticates the sending peer, so the receiver
@@ -24,6 +29,7 @@ import trio
 
 from .. import framing, limits
 from ..host import Host, PeerStream, StreamFailed
+from ..peer_senders import PeerSenders
 from .messages import MessageError, decode, encode
 from .state import Effect, Membership, Send
 
@@ -31,6 +37,7 @@ PROTOCOL = "/opentela/swim/1"
 SELF_MARK = "="  # "the peer at the other end of this stream"
 SEND_QUEUE = 32  # messages waiting per peer before new ones are dropped
 SEND_TIMEOUT_S = 1.0  # a write (including dial) that takes longer is abandoned
+SEND_IDLE_S = 60.0  # a peer's stream is closed after this long without a message to it
 MAX_SLEEP_S = 0.05  # upper bound between ticks (deadlines move when messages arrive)
 
 log = structlog.get_logger("opentela.membership")
@@ -48,10 +55,17 @@ class MembershipRuntime:
         self.m = membership
         self._on_effect = on_effect
         self._rng = rng or random.Random()
-        self._queues: dict[str, trio.MemorySendChannel[bytes]] = {}
-        self._nursery: trio.Nursery | None = None
+        self.senders = PeerSenders(
+            host,
+            PROTOCOL,
+            queue_size=SEND_QUEUE,
+            send_timeout_s=SEND_TIMEOUT_S,
+            idle_s=SEND_IDLE_S,
+        )
         self._wake = trio.Event()
-        self.stats = {"sent": 0, "received": 0, "dropped": 0, "bytes_sent": 0, "bytes_received": 0}
+        # One dict: the senders count "sent", "dropped" and "bytes_sent" in it themselves.
+        self.stats = self.senders.stats
+        self.stats.update(received=0, bytes_received=0)
         self.stats["flooded"] = 0  # inbound messages dropped: the peer was over its rate
         self._rate = limits.PeerRate(limits.SWIM_RATE_PER_S, limits.SWIM_BURST)
         self._over_logged = limits.LogOnce()
@@ -106,53 +120,16 @@ class MembershipRuntime:
                 msg = effect.msg
                 if msg.from_id == self.m.self_id:
                     msg = replace(msg, from_id=SELF_MARK)
-                self._send(effect.to_id, encode(msg))
+                self.senders.send(effect.to_id, encode(msg))
             else:
                 self._on_effect(effect)
         self._wake.set()
-
-    def _send(self, peer_id: str, data: bytes) -> None:
-        queue = self._queues.get(peer_id)
-        if queue is None:
-            if self._nursery is None:
-                return
-            queue, receive = trio.open_memory_channel[bytes](SEND_QUEUE)
-            self._queues[peer_id] = queue
-            self._nursery.start_soon(self._sender, peer_id, receive)
-        try:
-            queue.send_nowait(data)
-        except trio.WouldBlock:
-            self.stats["dropped"] += 1
-
-    async def _sender(self, peer_id: str, receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        stream: PeerStream | None = None
-        try:
-            async for data in receive:
-                frame = framing.encode(framing.BODY, data)
-                with trio.move_on_after(SEND_TIMEOUT_S):
-                    try:
-                        if stream is None:
-                            stream = await self.host.open_stream(peer_id, PROTOCOL, redial=True)
-                        await stream.send(frame)
-                        self.stats["sent"] += 1
-                        self.stats["bytes_sent"] += len(frame)
-                        continue
-                    except StreamFailed:
-                        pass
-                # Failed or timed out: drop this message and the stream; the next one redials.
-                self.stats["dropped"] += 1
-                if stream is not None:
-                    await stream.reset()
-                    stream = None
-        finally:
-            if stream is not None:
-                await stream.reset()
 
     # -- driver ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            await nursery.start(self.senders.run)
             self.host.set_handler(PROTOCOL, self.handle)
             task_status.started()
             while True:

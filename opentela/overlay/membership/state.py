@@ -146,10 +146,13 @@ class MembershipConfig:
     within a few intervals and falls to the minimum. memberlist's LAN preset uses 6 with a
     5x longer interval; 3 suffices here because refutation does not depend on gossip alone."""
 
-    retransmit_mult: int = 3
+    retransmit_mult: int = 4
     """Each update is piggybacked ``retransmit_mult * ceil(log10(n+1))`` times per node that
-    learns it (``queue.retransmit_limit``): 3 up to 9 nodes, 6 up to 99. Higher reaches every
-    node more surely under loss, at the cost of more piggyback bytes after each change."""
+    learns it (``queue.retransmit_limit``): 4 up to 9 nodes, 8 up to 99, 12 up to 999 (as
+    memberlist's LAN preset). Higher reaches every node more surely under loss, at the cost of
+    more piggyback bytes after each change. With 3, at N = 1,000 and 5 % loss, a refutation
+    failed to reach a few of the 1,000 nodes before their suspicion ran out: false deaths in
+    ``scripts/bench_scale.py``; with 4, none."""
 
     awareness_max_multiplier: int = 8
     """Cap on Lifeguard's local-health stretch of probe timeouts (``awareness.py``): an
@@ -504,6 +507,12 @@ class Membership:
         # we thought gone, or one at a new incarnation (it may have restarted and lost its
         # state). That is how a joining node learns its seed.
         stranger = known is None or known.state in _GONE or msg.incarnation > known.incarnation
+        # A Ping that carries its sender's own Alive is an introduction (``join``): the sender
+        # may not know us (a restarted node, a joiner whose seed already knew it), and would
+        # otherwise drop us from its seeds without learning us until we happen to probe it.
+        stranger = stranger or any(
+            isinstance(u, Alive) and u.member == sender for u in msg.piggyback
+        )
         # A Ping proves its sender alive at the incarnation it carries.
         self._apply_alive(Alive(sender, msg.incarnation), sender, now_s, rng, out)
         front = [self._self_alive()] if stranger else []
