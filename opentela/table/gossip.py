@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import msgpack
 
 RECORD, LOAD = "record", "load"
 _PRIORITY = {RECORD: 0, LOAD: 1}
@@ -69,6 +71,25 @@ class Rumor:
 class Send:
     to_id: str
     rumors: tuple[Rumor, ...]
+
+
+def encode_message(rumors: Iterable[Rumor]) -> bytes:
+    """The body of one ``/opentela/gossip/1`` message: ``{"r": [[author, version, record],
+    ...], "l": [load update, ...]}``, empty lists left out. Records carry their (author,
+    version) beside the signed bytes so a receiver drops copies before decoding them."""
+    rumors = list(rumors)
+    msg: dict[str, list] = {}
+    if records := [[r.author, r.version, r.data] for r in rumors if r.kind == RECORD]:
+        msg["r"] = records
+    if loads := [r.data for r in rumors if r.kind == LOAD]:
+        msg["l"] = loads
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def encode_direct(load_update: bytes) -> bytes:
+    """A worker's load update sent straight to an entry: ``{"d": [update]}``, applied by the
+    receiver and never passed on (so the worker's full rate stays off the pool's budget)."""
+    return msgpack.packb({"d": [load_update]}, use_bin_type=True)
 
 
 @dataclass(slots=True)

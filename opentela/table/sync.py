@@ -146,7 +146,7 @@ class TableSync:
         self._own_load = upd
         self.store.apply_load(self.host.peer_id, version, load)
         if direct_to:
-            payload = msgpack.packb({"d": [upd.wire()]}, use_bin_type=True)
+            payload = gs.encode_direct(upd.wire())
             for pid in direct_to:
                 if pid != self.host.peer_id and self.senders.send(pid, payload):
                     self.stats["loads_sent_direct"] += 1
@@ -191,11 +191,7 @@ class TableSync:
                 self._load_gossip_due, self._load_gossiped_at = False, now
             live = self.peers() if len(self.gossip) else []
             for send in self.gossip.tick(now, self._gossip_peers(live), self._rng, len(live) + 1):
-                records = [
-                    [r.author, r.version, r.data] for r in send.rumors if r.kind == gs.RECORD
-                ]
-                loads = [r.data for r in send.rumors if r.kind == gs.LOAD]
-                payload = _gossip_payload(records, loads)
+                payload = gs.encode_message(send.rumors)
                 if self.senders.send(send.to_id, payload):
                     self._count_sent(payload)
             self._wake = trio.Event()
@@ -545,15 +541,6 @@ class TableSync:
             async with trio.open_nursery() as n:
                 for pid in peers:
                     n.start_soon(self._push_to, pid, [signed])
-
-
-def _gossip_payload(records: list[list[Any]], loads: list[bytes]) -> bytes:
-    msg: dict[str, Any] = {}
-    if records:
-        msg["r"] = records
-    if loads:
-        msg["l"] = loads
-    return msgpack.packb(msg, use_bin_type=True)
 
 
 def _remote_digest(raw: Any) -> dg.Digest:

@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..overlay import framing, identity
@@ -243,22 +242,14 @@ def _frame(payload: object) -> bytes:
 
 
 def gossip_wire(rumors: Iterable[gsp.Rumor]) -> bytes:
-    """A gossip message as ``table/sync.py`` sends it: a BODY frame around msgpack of
-    ``{"r": [[author, version, record], ...], "l": [load, ...]}`` (empty lists left out)."""
-    msg: dict[str, Any] = {}
-    records = [[r.author, r.version, r.data] for r in rumors if r.kind == gsp.RECORD]
-    loads = [r.data for r in rumors if r.kind == gsp.LOAD]
-    if records:
-        msg["r"] = records
-    if loads:
-        msg["l"] = loads
-    return framing.encode(framing.BODY, msgpack.packb(msg, use_bin_type=True))
+    """A gossip message as ``table/sync.py`` sends it: a BODY frame around
+    ``gossip.encode_message``."""
+    return framing.encode(framing.BODY, gsp.encode_message(rumors))
 
 
 def direct_wire(rumor: gsp.Rumor) -> bytes:
-    """A load update a worker sends straight to an entry (``sync.publish_load``):
-    ``{"d": [update]}``, applied and never passed on."""
-    return framing.encode(framing.BODY, msgpack.packb({"d": [rumor.data]}, use_bin_type=True))
+    """A load update a worker sends straight to an entry (``gossip.encode_direct``)."""
+    return framing.encode(framing.BODY, gsp.encode_direct(rumor.data))
 
 
 class PoolSim(MemoryNetwork):
