@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import ConfigError, load, notes
+from .config import Config, ConfigError, load, notes
 
 
 class ConfigProblem(click.ClickException):
@@ -61,6 +61,11 @@ def main() -> None:
 )
 @click.option("--http-host", help="HTTP listen address. Default 0.0.0.0.")
 @click.option("--http-port", type=int, help="HTTP port. Default 8092.")
+@click.option(
+    "--http-workers",
+    type=int,
+    help="Processes serving the HTTP port, up to one per core (extra ones are heads). Default 1.",
+)
 @click.option("--p2p-host", help="libp2p listen address. Default 0.0.0.0.")
 @click.option("--p2p-port", type=int, help="libp2p TCP port. Default 43905.")
 @click.option(
@@ -168,6 +173,21 @@ def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> Non
         cfg = load(config_file, flags=_flags(subprocess=subprocess_cmd, **kw))
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from exc
+    _run_node(cfg)
+
+
+@main.command("http-worker", hidden=True)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False))
+def http_worker(config_file: str) -> None:
+    """An extra HTTP process of a node started with --http-workers (the node starts it)."""
+    try:
+        cfg = load(config_file)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from exc
+    _run_node(cfg, http_worker=True)
+
+
+def _run_node(cfg: Config, http_worker: bool = False) -> None:
     import structlog
 
     from . import logs
@@ -181,7 +201,7 @@ def start(config_file: str | None, subprocess_cmd: str | None, **kw: Any) -> Non
     from .overlay.pnet import SwarmKeyError
 
     try:
-        code = trio.run(run, cfg)
+        code = trio.run(run, cfg, http_worker)
     except (StartupError, SwarmKeyError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)

@@ -52,6 +52,11 @@ class Config:
     empty means worker if a backend is configured, else head."""
     http_host: str = "0.0.0.0"
     http_port: int = 8092
+    http_workers: int = 1
+    """Processes serving the HTTP port (SO_REUSEPORT spreads connections over them): up to
+    one per core for an entry that carries a busy pool. Each extra one is a head of its own
+    (identity under ``<home>/http-workers/K``, same settings and store, no backend), started,
+    restarted and stopped with the node."""
     p2p_host: str = "0.0.0.0"
     p2p_port: int = 43905
     p2p_max_connections: int = 64
@@ -549,6 +554,8 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
             raise ConfigError(f"{s('swarm_key')}: {exc}") from exc
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"{s('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+    if not 1 <= cfg.http_workers <= 64:
+        raise ConfigError(f"{s('http_workers')} must be between 1 and 64, not {cfg.http_workers}")
     if cfg.p2p_max_connections < 4:
         raise ConfigError(
             f"{s('p2p_max_connections')} must be at least 4, not {cfg.p2p_max_connections}"

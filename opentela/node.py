@@ -24,6 +24,7 @@ from . import __version__
 from .aio_bridge import open_asyncio_loop, to_aio
 from .closed_pool import ClosedPool, ClosedPoolError
 from .config import Config
+from .edge.workers import HttpWorkers, until_parent_exits
 from .gateway.app import Gateway, NodeView
 from .gateway.auth import AuthGate
 from .gateway.balancer import Balancer
@@ -42,6 +43,7 @@ from .worker.serve import ForwardServer
 from .worker.side import WorkerSide
 
 STOP_HANDLERS_S = 1.0  # HTTP handlers still running after the drain get this long
+HTTP_WORKER_JOIN_S = 30.0  # an HTTP worker listens once it joined, or after this long anyway
 
 log = structlog.get_logger("opentela.node")
 
@@ -79,12 +81,15 @@ async def drain(
     server: ForwardServer | None,
     forwarder: Forwarder,
     budget: StopBudget,
+    also: Callable[[], None],
     scope: trio.CancelScope,
 ) -> None:
     """Advertise ``draining`` (peers stop sending new work at once), refuse new forwarded
     requests (entries retry them elsewhere), and let in-flight ones finish until the budget's
-    drain deadline; ``scope`` is cancelled by a second signal."""
+    drain deadline; ``scope`` is cancelled by a second signal. ``also`` starts whatever else
+    drains at the same time (the node's HTTP workers)."""
     sync.update(status=DRAINING)
+    also()
     if server is not None:
         server.draining = True
 
@@ -173,13 +178,15 @@ def check_port_free(host: str, port: int, what: str) -> None:
 def node_store(cfg: Config, closed: ClosedPool | None) -> Any:
     """The node's one store (``<home>/opentela.db``, or ``--db``): join tokens on a granting
     node, API keys with ``--auth required``, usage always. A granting node's closed pool has it
-    open already. Close it with :func:`close_node_store`."""
+    open already. Close it with :func:`close_node_store`. A SQLite store loads SQLAlchemy on
+    first use (``store/lazy.py``): most workers never touch theirs (13.6 MB of RSS)."""
     if closed is not None and closed.store is not None:
         return closed.store
-    from .store import StoreError, open_store
+    from .store import StoreError
+    from .store.lazy import open_node_store
 
     try:
-        return open_store(cfg.db or cfg.home_path)
+        return open_node_store(cfg.db or cfg.home_path)
     except StoreError as exc:
         raise StartupError(f"cannot open the node's store: {exc}") from exc
 
@@ -230,9 +237,11 @@ async def wait_for_stop(
     job: slurm.SlurmJob | None,
     worker: WorkerSide | None,
     member: PoolMember,
+    http_worker: bool = False,
 ) -> None:
     """Until a signal (SIGTERM from scancel, Slurm's limit or Kubernetes; SIGINT; Slurm's early
-    warning ``--signal=B:USR1@N``), the Slurm walltime, or a backend that will not run again."""
+    warning ``--signal=B:USR1@N``), the Slurm walltime, a backend that will not run again, or
+    (``http_worker``) the end of the node whose HTTP worker this process is."""
     stop = trio.Event()
 
     def start_drain(reason: str) -> None:
@@ -249,6 +258,8 @@ async def wait_for_stop(
         waiters.start_soon(first_signal)
         if worker is not None:
             waiters.start_soon(worker.until_stop, start_drain)
+        if http_worker:
+            waiters.start_soon(until_parent_exits, start_drain)
         if job is not None:
             waiters.start_soon(
                 partial(
@@ -266,14 +277,18 @@ async def wait_for_stop(
         waiters.cancel_scope.cancel()
 
 
-async def run(cfg: Config) -> int:
+async def run(cfg: Config, http_worker: bool = False) -> int:
     """Run the node until it is stopped; the exit code is non-zero when its backend failed
     for good (``--subprocess.restart``), so a Slurm job that ran it ends as failed.
+    ``http_worker``: this process is an extra HTTP process of a node (``edge/``): the port is
+    the parent's, shared, and it listens once it joined, so it never answers from an empty
+    table.
 
     Components, in start order: the pool membership (SWIM, table, admission), the worker side
     (when a backend is configured), the HTTP gateway, then joining. Stop: drain, leave, then
     the gateway and the worker shut down, all within ``--drain-timeout``."""
-    check_port_free(cfg.http_host, cfg.http_port, "HTTP (--http-port)")
+    if not http_worker:
+        check_port_free(cfg.http_host, cfg.http_port, "HTTP (--http-port)")
     check_port_free(cfg.p2p_host, cfg.p2p_port, "libp2p (--p2p-port)")
     try:
         key = identity.load_or_create(cfg.home_path)
@@ -328,10 +343,12 @@ async def run(cfg: Config) -> int:
                             "retries": s.retries,
                             "failed": s.failed,
                             "client_gone": s.client_gone,
+                            "stale_streams": s.stale_streams,
                             "streams_opened": member.streams.opened,
                             "streams_idle": member.streams.idle_count(),
                         },
                         **member.stats,
+                        **edge.stats,
                         **({"worker": worker.stats} if worker is not None else {}),
                     }
 
@@ -362,7 +379,18 @@ async def run(cfg: Config) -> int:
                     usage=UsageRecorder(usage.add),
                     usage_store=usage_store,
                 )
-                await to_aio(gateway.serve)(cfg.http_host, cfg.http_port, STOP_HANDLERS_S)
+                edge = HttpWorkers(cfg, peer_id)
+                if http_worker:
+                    await member.start_joining(nursery)
+                    with trio.move_on_after(HTTP_WORKER_JOIN_S):
+                        while not member.joined():
+                            await trio.sleep(0.05)
+                await to_aio(gateway.serve)(
+                    cfg.http_host,
+                    cfg.http_port,
+                    STOP_HANDLERS_S,
+                    reuse_port=http_worker or cfg.http_workers > 1,
+                )
                 log.info(
                     "node.ready",
                     peer_id=peer_id,
@@ -371,16 +399,24 @@ async def run(cfg: Config) -> int:
                     p2p=host.addrs(),
                     backend=cfg.backend_url or None,
                 )
-                await member.start_joining(nursery)
-                await wait_for_stop(signals, cfg, job, worker, member)
+                if not http_worker:
+                    await member.start_joining(nursery)
+                await edge.start(nursery)
+                await wait_for_stop(signals, cfg, job, worker, member, http_worker)
                 await stop_node(
                     budget := StopBudget.start(cfg.drain_timeout, trio.current_time()),
                     signals,
                     drain=partial(
-                        drain, member.sync, worker.server if worker else None, forwarder, budget
+                        drain,
+                        member.sync,
+                        worker.server if worker else None,
+                        forwarder,
+                        budget,
+                        edge.signal_stop,
                     ),
                     leave=partial(member.leave, budget),
                     shutdown=[
+                        partial(edge.wait_stopped, budget.deadline_s),
                         to_aio(gateway.close),
                         to_aio(usage.flush),  # after close: every handler has counted
                         *(worker.shutdown_steps() if worker else []),

@@ -15,6 +15,8 @@ Benchmarks under ``scripts/`` start fake upstreams and opentela nodes as child p
 * :func:`wait_until` - poll a predicate until it returns a truthy value or a deadline passes.
 * :func:`rss_mb` / :func:`peak_rss_mb` - resident memory of a PID (psutil if installed, else
   ``/proc/PID/status``); the peak is the kernel's high-water mark ``VmHWM``.
+* :func:`tree_cpu_seconds` / :func:`tree_memory_mb` - the same over a process and its
+  descendants (a node with HTTP worker processes is one router).
 * :func:`sigterm_as_keyboard_interrupt` - make SIGTERM run ``finally`` blocks like Ctrl-C does.
 
 Typical use::
@@ -60,6 +62,8 @@ __all__ = [
     "peak_rss_mb",
     "rss_mb",
     "sigterm_as_keyboard_interrupt",
+    "tree_cpu_seconds",
+    "tree_memory_mb",
     "wait_for_line",
     "wait_until",
 ]
@@ -300,6 +304,71 @@ def cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _tree_pids(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a node with HTTP worker processes is one router)."""
+    if psutil is not None:
+        try:
+            return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return []
+    try:  # /proc fallback: walk children files (Linux >= 3.5 with CONFIG_PROC_CHILDREN)
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        return out
+    except (OSError, ValueError):
+        return [pid] if os.path.exists(f"/proc/{pid}") else []
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid`` and every descendant, including children they already reaped
+    (``/proc/PID/stat`` cutime/cstime), so a worker process that exits mid-window still counts."""
+    total, seen = 0.0, False
+    for p in _tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+            seen = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total if seen else None
+
+
+def tree_memory_mb(pid: int) -> dict[str, float | int | None]:
+    """Memory of ``pid``'s process tree: the root's RSS, the RSS summed over the tree and the
+    PSS summed over it (shared pages split between the processes sharing them, so a forked
+    worker does not count its parent's pages twice); MiB, None where unreadable."""
+    pids = _tree_pids(pid)
+    rss = [v for v in (rss_mb(p) for p in pids) if v is not None]
+    pss: list[float] = []
+    for p in pids:
+        kb = _smaps_rollup_kb(p, "Pss")
+        if kb is not None:
+            pss.append(kb / 1024)
+    return {
+        "rss": rss_mb(pid),
+        "rss_sum": sum(rss) if rss else None,
+        "pss_sum": sum(pss) if len(pss) == len(pids) and pss else None,
+        "procs": len(pids),
+    }
+
+
+def _smaps_rollup_kb(pid: int, field: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def sigterm_as_keyboard_interrupt() -> None:

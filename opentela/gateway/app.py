@@ -116,12 +116,16 @@ class Gateway:
         kwargs.setdefault("handler_cancellation", True)
         return JsonErrorRunner(self.app(), **kwargs)
 
-    async def serve(self, host: str, port: int, shutdown_timeout_s: float) -> None:
+    async def serve(
+        self, host: str, port: int, shutdown_timeout_s: float, reuse_port: bool = False
+    ) -> None:
         """Listen (asyncio side). Handlers still running when ``close`` is called get
-        ``shutdown_timeout_s``, then are cancelled: the node's stop is bounded as a whole."""
+        ``shutdown_timeout_s``, then are cancelled: the node's stop is bounded as a whole.
+        ``reuse_port``: the node's HTTP workers share the port (``--http-workers``)."""
         self._runner = self.runner(shutdown_timeout=shutdown_timeout_s)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, reuse_port=reuse_port)
+        await site.start()
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -21,7 +21,7 @@ from ..aio_bridge import to_trio
 from ..httpheaders import DROP_TO_BACKEND, end_to_end
 from ..httppaths import Refusal, path_problem, request_problem
 from ..overlay import framing
-from ..overlay.host import PeerStream, StreamFailed
+from ..overlay.host import PeerStream, StreamAborted, StreamFailed, StreamTimeout
 from ..overlay.streams import StreamPool
 from ..routing.plan import Target
 from .balancer import Balancer
@@ -83,6 +83,7 @@ class ForwardStats:
     retries: int = 0
     failed: int = 0
     client_gone: int = 0
+    stale_streams: int = 0  # reused streams found dead and replaced (``_exchange``)
     in_flight: dict[str, int] = field(default_factory=dict)
 
 
@@ -114,8 +115,8 @@ class Forwarder:
 
     # -- trio side ---------------------------------------------------------------------------
 
-    async def _open(self, peer_id: str, head: dict, body: bytes) -> PeerStream:
-        stream = await self.pool.acquire(peer_id)
+    async def _open(self, peer_id: str, head: dict, body: bytes, fresh: bool = False) -> PeerStream:
+        stream = await self.pool.acquire(peer_id, fresh)
         try:
             await stream.send(
                 framing.encode(framing.REQ_HEAD, head),
@@ -131,8 +132,28 @@ class Forwarder:
         self, peer_id: str, head: dict, body: bytes
     ) -> tuple[PeerStream, list[framing.Frame], bool]:
         """Send a request and wait for the first frame batch, in one trip to the trio side.
-        A batch that already holds the whole answer releases the stream here too."""
-        stream = await self._open(peer_id, head, body)
+        A batch that already holds the whole answer releases the stream here too.
+
+        A pooled stream can be dead without anyone knowing (its connection closed while it
+        sat idle, or the worker reset it): a failure before any answer on a reused stream is
+        tried once more on a new stream to the same peer, which redials if it must, instead
+        of costing the client its request when that peer is the only replica."""
+        reused = self.pool.idle_for(peer_id) > 0
+        try:
+            return await self._exchange_on(peer_id, head, body, fresh=False)
+        except (StreamTimeout, StreamAborted):
+            raise  # a slow peer (another try waits as long) or a dead one (nothing to redial)
+        except StreamFailed as exc:
+            if not reused:
+                raise
+            log.info("forward.stale_stream", peer=peer_id, error=str(exc))
+            self.stats.stale_streams += 1
+        return await self._exchange_on(peer_id, head, body, fresh=True)
+
+    async def _exchange_on(
+        self, peer_id: str, head: dict, body: bytes, fresh: bool
+    ) -> tuple[PeerStream, list[framing.Frame], bool]:
+        stream = await self._open(peer_id, head, body, fresh)
         try:
             frames = await stream.receive(self.read_timeout_s)
         except BaseException:

@@ -1,4 +1,5 @@
-"""The only module that imports libp2p. Everything above sees ``Host`` and ``PeerStream``.
+"""The only module that imports libp2p (with ``fastpath.py``, its narrow patches). Everything
+above sees ``Host`` and ``PeerStream``.
 
 Settings here are not optional (measured, see docs): Noise only (plaintext lets a dialer claim
 any peer ID), one connection per peer (otherwise every connect waits 250 ms), deliberate
@@ -43,12 +44,24 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.transport.exceptions import OpenConnectionError, SecurityUpgradeFailure
 
+from . import fastpath
+
+fastpath.install()
+
 DIAL_TIMEOUT_S = 5.0
 limits_log = structlog.get_logger("opentela.limits")
 
 
 class StreamFailed(Exception):
     """The peer stream broke: reset, EOF without an end marker, timeout, or dial failure."""
+
+
+class StreamTimeout(StreamFailed):
+    """No bytes from the peer within the read's deadline (the stream itself may be fine)."""
+
+
+class StreamAborted(StreamFailed):
+    """``abort``: membership declared the peer dead or gone; nothing more will come."""
 
 
 class WrongPeer(StreamFailed):
@@ -125,18 +138,21 @@ class PeerStream:
         """Return at least one frame (all that are already decoded), or raise StreamFailed."""
         while not self._ready:
             if self._abort_reason:
-                raise StreamFailed(self._abort_reason)
+                raise StreamAborted(self._abort_reason)
             try:
-                with trio.CancelScope() as scope:
+                # One scope for both the deadline and ``abort`` (a cancel scope per read is
+                # a measurable share of a small request's cost).
+                with trio.CancelScope(deadline=trio.current_time() + timeout_s) as scope:
                     self._scope = scope
-                    with trio.fail_after(timeout_s):
-                        data = await self._raw.read(65536)  # type: ignore[attr-defined]
+                    data = await self._raw.read(65536)  # type: ignore[attr-defined]
                 self._scope = None
                 if scope.cancelled_caught:
-                    raise StreamFailed(self._abort_reason or "aborted")
-            except trio.TooSlowError as exc:
-                self.broken = True
-                raise StreamFailed(f"no data from {self.remote_peer[-8:]} in {timeout_s}s") from exc
+                    self.broken = True
+                    if self._abort_reason:
+                        raise StreamAborted(self._abort_reason)
+                    raise StreamTimeout(f"no data from {self.remote_peer[-8:]} in {timeout_s}s")
+            except StreamFailed:
+                raise
             except Exception as exc:
                 self.broken = True
                 raise StreamFailed(f"stream from {self.remote_peer[-8:]} ended: {exc!r}") from exc

@@ -24,6 +24,7 @@ from .redial import BOOTSTRAP, RedialPlan, Target
 
 TICK_S = 0.25  # how often the plan is consulted (dials themselves are backed off per address)
 SAVE_S = 5.0  # how often the memory is written when it changed
+SEEN_RESOLUTION_S = 600.0  # "last seen" times are written when they moved this much (TTL: a week)
 URL_BACKOFF_S = (1.0, 30.0)  # --bootstrap-url: first retry, cap
 
 log = structlog.get_logger("opentela.rejoin")
@@ -81,7 +82,7 @@ class Rejoiner:
     def save(self, now_wall: float) -> None:
         """Fold in the current view and write the file if anything changed."""
         self.remember(now_wall)
-        if self.memory == self._saved:
+        if not worth_writing(self.memory, self._saved):
             return
         try:
             peer_memory.save(self.home, self.memory)
@@ -170,3 +171,20 @@ class Rejoiner:
             )
         finally:
             self._busy.discard(target.addr)
+
+
+def worth_writing(
+    memory: Mapping[str, peer_memory.Remembered],
+    saved: Mapping[str, peer_memory.Remembered],
+    resolution_s: float = SEEN_RESOLUTION_S,
+) -> bool:
+    """Whether the memory differs from the file in what matters: who is remembered, at which
+    addresses, or a "last seen" time that moved by ``resolution_s`` or more. Every live
+    member's time moves at every save, so comparing them exactly rewrote the file every
+    ``SAVE_S`` on an idle node; a week's TTL does not need them to the second."""
+    if memory.keys() != saved.keys():
+        return True
+    return any(
+        r.addrs != saved[pid].addrs or abs(r.seen - saved[pid].seen) >= resolution_s
+        for pid, r in memory.items()
+    )

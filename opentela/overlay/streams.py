@@ -19,8 +19,9 @@ class StreamPool:
         self._busy: dict[str, set[PeerStream]] = {}
         self.opened = 0
 
-    async def acquire(self, peer_id: str) -> PeerStream:
-        idle = self._idle.get(peer_id)
+    async def acquire(self, peer_id: str, fresh: bool = False) -> PeerStream:
+        """A stream to ``peer_id``: an idle one when there is one (``fresh``: never)."""
+        idle = None if fresh else self._idle.get(peer_id)
         while idle:
             stream = idle.pop()
             if not stream.broken:

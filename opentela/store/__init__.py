@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "StoreError": "engine",
+    "StoreError": "files",
     "SchemaTooNew": "migrate",
     "Store": "store",
     "UnknownToken": "store",

@@ -12,40 +12,20 @@ PostgreSQL: psycopg 3, a connect timeout (an unreachable server is an error, not
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 
+from .files import StoreError  # noqa: F401  (re-exported: `from .engine import StoreError`)
+from .files import prepare_sqlite_file as _prepare_sqlite_file
 from .url import sqlite_path
 
 BUSY_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10
 IMMEDIATE = "opentela_immediate"
 """Execution option: on SQLite, begin the transaction with ``BEGIN IMMEDIATE``."""
-
-
-class StoreError(Exception):
-    """The store cannot be opened or used; the message is one line fit for the user."""
-
-
-def _prepare_sqlite_file(path: Path) -> None:
-    """The directory (0700) and an empty database file (0600): the store holds hashes of
-    secrets, and SQLite gives its -wal and -shm files the database file's mode."""
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise StoreError(f"{parent} is a file, not a directory")
-    try:
-        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-    except IsADirectoryError as exc:
-        raise StoreError(f"{path} is a directory, not a database file") from exc
-    except OSError as exc:
-        raise StoreError(f"cannot open {path}: {exc.strerror or type(exc).__name__}") from exc
 
 
 def make_engine(url: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:

@@ -19,6 +19,7 @@ from .serve import ForwardServer
 PROBE_UP_S = 2.0  # probe period while healthy
 PROBE_DOWN_S = 1.0  # faster while down/starting, so a backend that comes up is used at once
 LOAD_TICK_S = 0.25  # how often load is sampled (publishing is rate-limited separately)
+IDLE_METRICS_S = 1.0  # how often an idle backend's metrics are read (busy: every tick)
 METRICS_PATHS = ("/metrics", "/slots")  # where backends expose their queue, tried in order
 
 log = structlog.get_logger("opentela.worker")
@@ -76,10 +77,21 @@ class WorkerAgent:
         return None
 
     async def run_load(self) -> None:
-        """Sample load; publish it when it changed enough (``load_worth_publishing``)."""
+        """Sample load; publish it when it changed enough (``load_worth_publishing``).
+
+        Our own in-flight count is read every tick (free); the backend's metrics (an HTTP
+        GET through the asyncio bridge and a parse of its Prometheus page, tens of KB on
+        vLLM) every tick only while there is load, else every ``IDLE_METRICS_S``: four
+        requests a second to an idle backend were an idle worker's most expensive wake-up.
+        Load from other clients of the backend is still seen within a second."""
+        queue: int | None = None
+        read_at = -IDLE_METRICS_S
         while True:
             await trio.sleep(LOAD_TICK_S)
-            current = self.current_load(await self._backend_queue())
+            now = trio.current_time()
+            if metrics_due(now - read_at, self.server.in_flight, self.published_load, queue):
+                queue, read_at = await self._backend_queue(), now
+            current = self.current_load(queue)
             now = trio.current_time()
             if load_worth_publishing(self.published_load, current, now - self._published_at):
                 self.published_load, self._published_at = current, now
@@ -148,3 +160,9 @@ class WorkerAgent:
             if changed:
                 self._publish()
             await trio.sleep(PROBE_UP_S if self.health.up else PROBE_DOWN_S)
+
+
+def metrics_due(since_s: float, in_flight: int, published: int, queue: int | None) -> bool:
+    """Whether this load tick reads the backend's metrics: each tick while anything is in
+    flight, published as load, or queued at the backend; every ``IDLE_METRICS_S`` at idle."""
+    return bool(in_flight or published or queue) or since_s >= IDLE_METRICS_S
