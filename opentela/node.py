@@ -24,7 +24,7 @@ from . import __version__
 from .aio_bridge import open_asyncio_loop, to_aio
 from .closed_pool import ClosedPool, ClosedPoolError
 from .config import Config
-from .edge.workers import HttpWorkers, until_parent_exits
+from .edge.workers import HttpWorkers, joined_or_timeout, until_parent_exits
 from .gateway.app import Gateway, NodeView
 from .gateway.auth import AuthGate
 from .gateway.balancer import Balancer
@@ -43,7 +43,6 @@ from .worker.serve import ForwardServer
 from .worker.side import WorkerSide
 
 STOP_HANDLERS_S = 1.0  # HTTP handlers still running after the drain get this long
-HTTP_WORKER_JOIN_S = 30.0  # an HTTP worker listens once it joined, or after this long anyway
 
 log = structlog.get_logger("opentela.node")
 
@@ -379,12 +378,13 @@ async def run(cfg: Config, http_worker: bool = False) -> int:
                     usage=UsageRecorder(usage.add),
                     usage_store=usage_store,
                 )
-                edge = HttpWorkers(cfg, peer_id)
-                if http_worker:
+                try:
+                    edge = HttpWorkers(cfg, peer_id)
+                except identity.IdentityError as exc:
+                    raise StartupError(f"--http-workers: {exc}") from exc
+                if http_worker:  # listen once joined: never answer from an empty table
                     await member.start_joining(nursery)
-                    with trio.move_on_after(HTTP_WORKER_JOIN_S):
-                        while not member.joined():
-                            await trio.sleep(0.05)
+                    await joined_or_timeout(member.joined)
                 await to_aio(gateway.serve)(
                     cfg.http_host,
                     cfg.http_port,

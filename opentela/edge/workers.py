@@ -34,6 +34,7 @@ log = structlog.get_logger("opentela.edge")
 
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
+JOIN_S = 30.0  # an HTTP worker listens once it joined, or after this long anyway
 HEALTHY_RUN_S = 60.0  # a child that ran this long restarts from the shortest backoff again
 
 
@@ -134,7 +135,10 @@ class HttpWorkers:
             child.restarts += 1
 
     def signal_stop(self) -> None:
-        """SIGTERM every child: each drains its own requests while the parent drains."""
+        """SIGTERM every child, once (a second one would cut its drain short): each drains
+        its own requests while the parent drains."""
+        if self.stopping:
+            return
         self.stopping = True
         for child in self.children:
             p = child.process
@@ -169,3 +173,11 @@ async def until_parent_exits(start_drain: Callable[[str], None]) -> None:
     finally:
         await stream.aclose()
     start_drain("parent exited")
+
+
+async def joined_or_timeout(joined: Callable[[], bool], timeout_s: float = JOIN_S) -> None:
+    """In an HTTP worker, before it listens: until it joined the pool (its parent is its
+    first bootstrap, on the same machine: milliseconds), at most ``timeout_s``."""
+    with trio.move_on_after(timeout_s):
+        while not joined():
+            await trio.sleep(0.05)
