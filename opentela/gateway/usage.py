@@ -378,7 +378,9 @@ def window_share(rows: Iterable[UsageRow], key_id: str, now: float) -> tuple[flo
 
 class UsageWriter:
     """Batches rows to ``store.add_usage``: at most ``interval_s`` after the first row of a
-    batch, or at once when ``max_rows`` requests wait. A failed write keeps its rows and is
+    batch, or at once when ``max_rows`` rows wait (a count, not a sum over the rows: ``add``
+    runs per request). 1000: a busy entry commits about once a second, not eight times (5 %
+    of its CPU at 800 req/s went to those commits). A failed write keeps its rows and is
     retried with backoff (one warning per failure streak); ``flush`` writes what is left
     (the node's graceful stop). Runs on the asyncio side; store calls go to a thread."""
 
@@ -386,7 +388,7 @@ class UsageWriter:
         self,
         store: Callable[[], Any],
         interval_s: float = 1.0,
-        max_rows: int = 100,
+        max_rows: int = 1000,
         max_backoff_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -406,7 +408,7 @@ class UsageWriter:
 
     def add(self, row: UsageRow) -> None:
         self._rows.append(row)
-        if sum(r.requests for r in self._rows) >= self.max_rows:
+        if len(self._rows) >= self.max_rows:
             self._kick()
         elif self._timer is None and self._task is None:
             self._arm(self.interval_s)
@@ -443,7 +445,7 @@ class UsageWriter:
             self._arm(self._backoff() if not ok else 0.0 if self._full() else self.interval_s)
 
     def _full(self) -> bool:
-        return sum(r.requests for r in self._rows) >= self.max_rows
+        return len(self._rows) >= self.max_rows
 
     def _backoff(self) -> float:
         base = max(self.interval_s, 0.1)
