@@ -31,8 +31,8 @@ def to_trio(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
     async def call(*args: Any) -> T:
         nursery = _nursery
-        if nursery is None:  # a loop not opened by open_asyncio_loop (tests)
-            return await trio_asyncio.trio_as_aio(fn)(*args)  # type: ignore[no-any-return]
+        if nursery is None:
+            raise RuntimeError("to_trio needs the loop of aio_bridge.open_asyncio_loop")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         scope = trio.CancelScope()
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,7 @@ __all__ = [
     "StartupError",
     "cpu_seconds",
     "free_port",
+    "node_bin",
     "peak_rss_mb",
     "rss_mb",
     "sigterm_as_keyboard_interrupt",
@@ -378,3 +380,16 @@ def sigterm_as_keyboard_interrupt() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def node_bin(explicit: str | None) -> str:
+    """The ``opentela-node`` to benchmark: ``explicit``, the one beside this Python, or PATH's."""
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "opentela-node"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("opentela-node")
+    if not found:
+        raise SystemExit("opentela-node not found; pass --node-bin")
+    return found

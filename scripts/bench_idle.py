@@ -55,6 +55,7 @@ from _procs import (
     ProcessGroup,
     StartupError,
     free_port,
+    node_bin,
     sigterm_as_keyboard_interrupt,
     wait_for_line,
     wait_until,
@@ -72,18 +73,6 @@ _URL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback 
 def http_json(url: str, timeout: float = 2.0) -> Any:
     with _URL.open(url, timeout=timeout) as r:
         return json.loads(r.read())
-
-
-def node_bin(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "opentela-node"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("opentela-node")
-    if not found:
-        raise SystemExit("opentela-node not found; pass --node-bin")
-    return found
 
 
 # -- /proc readers --------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ from _procs import (
     ProcessGroup,
     StartupError,
     free_port,
+    node_bin,
     peak_rss_mb,
     rss_mb,
     sigterm_as_keyboard_interrupt,
@@ -215,18 +216,6 @@ def machine_info() -> dict[str, Any]:
     except Exception:
         pass
     return info
-
-
-def node_bin(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "opentela-node"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("opentela-node")
-    if not found:
-        raise SystemExit("opentela-node not found; pass --node-bin")
-    return found
 
 
 def tool_bin(name: str) -> str | None:

@@ -19,14 +19,8 @@ log() { echo "[helm-validate] $*" >&2; }
 die() { echo "[helm-validate] ERROR: $*" >&2; exit "${2:-1}"; }
 
 [ -f "$CHART/Chart.yaml" ] || die "no $CHART/Chart.yaml"
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating venv $VENV"
-  python3 -m venv "$VENV" || die "cannot create venv $VENV"
-fi
-if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
-  log "installing kubernetes-validate into $VENV"
-  "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 || die "pip install kubernetes-validate failed"
-fi
+# shellcheck source=scripts/_kube_validate.sh
+. "$ROOT/scripts/_kube_validate.sh"
 
 if command -v helm >/dev/null; then
   log "using $(command -v helm)"

@@ -19,14 +19,8 @@ log() { echo "[k8s-validate] $*" >&2; }
 die() { echo "[k8s-validate] ERROR: $*" >&2; exit 1; }
 
 [ -f "$BASE/kustomization.yaml" ] || die "no $BASE/kustomization.yaml"
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating venv $VENV"
-  python3 -m venv "$VENV" || die "cannot create venv $VENV"
-fi
-if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
-  log "installing kubernetes-validate into $VENV"
-  "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 || die "pip install kubernetes-validate failed"
-fi
+# shellcheck source=scripts/_kube_validate.sh
+. "$ROOT/scripts/_kube_validate.sh"
 
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..access.token import TokenInfo, TokenRejected
 
 if TYPE_CHECKING:
-    from .engine import StoreError
+    from .files import StoreError
     from .migrate import SchemaTooNew
     from .store import KeyRevoked, Store, UnknownKey, UnknownToken, open_store
     from .usage import UsageRow

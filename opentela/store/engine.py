@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 
-from .files import StoreError  # noqa: F401  (re-exported: `from .engine import StoreError`)
 from .files import prepare_sqlite_file as _prepare_sqlite_file
 from .url import sqlite_path
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from .engine import IMMEDIATE, StoreError
+from .engine import IMMEDIATE
+from .files import StoreError
 from .schema import MIGRATIONS, SCHEMA_VERSION, Migration, schema_version
 
 _PG_LOCK_KEY = 0x07E1A5C4E3A  # any constant; names "the opentela schema" among advisory locks

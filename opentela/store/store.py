@@ -23,7 +23,8 @@ from ..access import keys as ak
 from ..access import quota
 from ..access import token as tk
 from . import keys, tokens
-from .engine import IMMEDIATE, StoreError, make_engine
+from .engine import IMMEDIATE, make_engine
+from .files import StoreError
 from .migrate import migrate
 from .schema import api_keys, join_tokens
 from .url import redact, resolve
