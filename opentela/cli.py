@@ -55,9 +55,9 @@ def main() -> None:
 )
 @click.option(
     "--role",
-    type=click.Choice(["head", "worker"]),
-    help="head: no model (a backend is an error); worker: needs a backend. "
-    "Default: worker if a backend is set.",
+    type=click.Choice(["head", "relay", "worker"]),
+    help="head: no model (a backend is an error); relay: a head that carries traffic for "
+    "private nodes; worker: needs a backend. Default: worker if a backend is set.",
 )
 @click.option("--http-host", help="HTTP listen address. Default 0.0.0.0.")
 @click.option("--http-port", type=int, help="HTTP port. Default 8092.")
@@ -76,6 +76,13 @@ def main() -> None:
     help="libp2p connections kept open; idle ones above it are closed (min 4). Default 64.",
 )
 @click.option("--public-addr", help="IP or multiaddr that peers should dial.")
+@click.option(
+    "--reachability",
+    type=click.Choice(["auto", "public", "private"]),
+    help="Can peers dial this node? private: reached through a head or relay it connects "
+    "to. Default auto: private in a Slurm job without --public-addr, else public unless "
+    "peers cannot dial it back.",
+)
 @click.option(
     "--bootstrap",
     "--bootstrap.addr",
@@ -164,6 +171,16 @@ def main() -> None:
 @click.option(
     "--swarm-key",
     help="Private-network key file (swarm.key of go/js-libp2p, kubo): only holders connect.",
+)
+@click.option(
+    "--site",
+    help="Where this node runs (its site label). Default: the Slurm cluster name in a job.",
+)
+@click.option(
+    "--label",
+    multiple=True,
+    help="key=value label in this node's record (repeatable); overrides the automatic ones "
+    "(hostname, arch, slurm_job_id, expires_at, framework, status...), KEY= removes one.",
 )
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -761,11 +778,60 @@ STATE_ORDER = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}  # live rows firs
 SHORT_MODELS = 2  # models listed per row before "+N" (all of them with --wide)
 
 
-def _slurm_txt(info: dict[str, str], now: float) -> str:
-    if not info.get("job"):
+IN_COLUMNS = ("site", "slurm_job_id", "slurm_partition", "expires_at")  # labels shown as columns
+LABELS_FIRST = ("framework", "status", "worker_group_role", "launched_by")
+LABELS_WIDE_ONLY = frozenset(
+    {"hostname", "arch", "cluster", "started_at", "slurm_nodelist", "worker_group_id"}
+)
+SHORT_LABELS = 3  # labels listed per row before "+N" (all of them with --wide)
+
+
+def _labels(node: dict[str, Any]) -> dict[str, str]:
+    """The node's labels; a node from before labels has its Slurm facts under "slurm"."""
+    labels = node.get("labels")
+    if isinstance(labels, dict):
+        return {str(k): str(v) for k, v in labels.items()}
+    old = node.get("slurm") or {}
+    names = {"job": "slurm_job_id", "partition": "slurm_partition", "end": "expires_at"}
+    return {names[k]: str(v) for k, v in old.items() if k in names}
+
+
+def _slurm_txt(labels: dict[str, str]) -> str:
+    job = labels.get("slurm_job_id")
+    if not job:
         return "-"
-    left = f", ends in {max(0, int(float(info['end']) - now)) // 60}m" if info.get("end") else ""
-    return f"{info['job']}{'@' + info['partition'] if info.get('partition') else ''}{left}"
+    part = labels.get("slurm_partition")
+    return f"{job}@{part}" if part else job
+
+
+def _left(seconds: float) -> str:
+    """Time left as a person reads it: ``45m``, ``3h05m``, ``2d04h``."""
+    m = max(0, int(seconds)) // 60
+    if m < 60:
+        return f"{m}m"
+    return f"{m // 60}h{m % 60:02d}m" if m < 1440 else f"{m // 1440}d{m % 1440 // 60:02d}h"
+
+
+def _expires_txt(labels: dict[str, str], now: float) -> str:
+    try:
+        end = float(labels["expires_at"])
+    except (KeyError, ValueError):
+        return "-"
+    return f"in {_left(end - now)}" if end > now else "expired"
+
+
+def _labels_txt(labels: dict[str, str], wide: bool) -> str:
+    """The labels no other column shows, as ``k=v``: the framework, status, group role and
+    owner first; with ``--wide`` every one (hostname, arch, start...)."""
+    rest = {k: v for k, v in labels.items() if k not in IN_COLUMNS}
+    if not wide:
+        rest = {k: v for k, v in rest.items() if k not in LABELS_WIDE_ONLY}
+    keys = [k for k in LABELS_FIRST if k in rest] + sorted(k for k in rest if k not in LABELS_FIRST)
+    if not keys:
+        return "-"
+    shown = keys if wide or len(keys) <= SHORT_LABELS else keys[:SHORT_LABELS]
+    more = f",+{len(keys) - len(shown)}" if len(shown) < len(keys) else ""
+    return ",".join(f"{k}={rest[k]}" for k in shown) + more
 
 
 def _ago(seconds: float) -> str:
@@ -818,7 +884,7 @@ def _fmt_table(
     if self_id is None:
         self_id = next((str(n.get("id")) for n in nodes if n.get("self") is True), None)
     head = ["  PEER", "ROLE", "STATUS", "STATE", "BACKEND", "MODELS", "GPUS", "LOAD", "SEEN"]
-    rows = [[*head, "SLURM JOB", *(["HTTP"] if wide else [])]]
+    rows = [[*head, "SLURM JOB", "SITE", "EXPIRES", "LABELS", *(["HTTP"] if wide else [])]]
     nodes.sort(
         key=lambda n: (STATE_ORDER.get(_state(n), 9), str(n.get("role", "")), str(n.get("id")))
     )
@@ -828,6 +894,7 @@ def _fmt_table(
         live = state in ("alive", "suspect")
         gpus = node.get("hardware", {}).get("gpus", [])
         mine = pid == self_id
+        labels = _labels(node)
         shown = pid if wide or len(pid) <= 14 else f"{pid[:6]}…{pid[-6:]}"
         rows.append(
             [
@@ -840,7 +907,10 @@ def _fmt_table(
                 f"{len(gpus)}x {gpus[0]['name']}" if gpus else "-",
                 str(node.get("load", 0)) if live else "-",
                 "now" if mine else _ago(now - float(node.get("last_seen", now))),
-                _slurm_txt(node.get("slurm") or {}, now),
+                _slurm_txt(labels),
+                labels.get("site") or "-",
+                _expires_txt(labels, now),
+                _labels_txt(labels, wide),
                 *([str(node.get("http_address") or "-")] if wide else []),
             ]
         )
@@ -856,11 +926,15 @@ def _fmt_table(
     "--url", default="http://127.0.0.1:8092", show_default=True, help="Any node's HTTP address."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/dnt/table JSON.")
-@click.option("--wide", is_flag=True, help="Whole peer IDs, every model, each node's HTTP address.")
+@click.option(
+    "--wide", is_flag=True, help="Whole peer IDs, every model and label, each node's HTTP address."
+)
 def table(url: str, as_json: bool, wide: bool) -> None:
-    """Print the pool as a table: nodes, roles, state, backend, models, GPUs, last seen.
+    """Print the pool as a table: nodes, roles, state, backend, models, GPUs, last seen, Slurm
+    job, site, time left and labels.
 
-    The node asked is marked with *; SEEN is when it last heard from each node."""
+    The node asked is marked with *; SEEN is when it last heard from each node; EXPIRES is the
+    time left before the node's job ends (its expires_at label)."""
     endpoint = f"{url.rstrip('/')}/v1/dnt/table"
     try:
         with urllib.request.urlopen(endpoint, timeout=10) as r:
@@ -870,6 +944,30 @@ def table(url: str, as_json: bool, wide: bool) -> None:
     if not isinstance(data, dict):
         raise click.ClickException(f"{endpoint} did not answer a table (a JSON object)")
     click.echo(json.dumps(data, indent=2) if as_json else _fmt_table(data, time.time(), wide=wide))
+
+
+@main.command()
+@click.option(
+    "--url", default="http://127.0.0.1:8092", show_default=True, help="Any node's HTTP address."
+)
+@click.option(
+    "--interval", default=2.0, show_default=True, type=click.FloatRange(0.2, 3600),
+    help="Seconds between refreshes.",
+)  # fmt: skip
+@click.option("--once", is_flag=True, help="Print the view once and exit (scripts, tests).")
+@click.option("--api-key", help="A key, for a node with --auth required --auth-models key.")
+@click.option("--wide", is_flag=True, help="Whole peer IDs.")
+def top(url: str, interval: float, once: bool, api_key: str | None, wide: bool) -> None:
+    """A live view of the pool's models and nodes (the status page, in the terminal),
+    refreshed until Ctrl-C: per model its state, replicas, hardware, sites, Slurm job, time
+    left, load, recent TTFT and tokens/s; per node its role, state, site, GPUs, load and
+    when it was last seen. Reads the node's /v1/status."""
+    from .top import StatusError, run
+
+    try:
+        run(url, interval, once, api_key, wide)
+    except StatusError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

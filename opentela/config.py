@@ -22,6 +22,7 @@ from typing import Any
 import base58
 import yaml
 
+from .platform.labels import label_problem, user_labels
 from .platform.slurm import parse_duration
 from .routing.balance import POLICIES
 from .worker.supervisor import RESTART_MODES
@@ -48,8 +49,9 @@ class Config:
     """With ``auth: required``, whether ``GET /v1/models`` needs a key too (``key``) or
     answers anyone (``open``)."""
     role: str = ""
-    """``head`` (a node without a model: a backend is an error) or ``worker`` (needs a backend);
-    empty means worker if a backend is configured, else head."""
+    """``head`` (a node without a model: a backend is an error), ``relay`` (a head that mainly
+    carries traffic for private nodes) or ``worker`` (needs a backend); empty means worker if a
+    backend is configured, else head. Reachable heads and relays relay for private nodes."""
     http_host: str = "0.0.0.0"
     http_port: int = 8092
     http_workers: int = 1
@@ -65,6 +67,11 @@ class Config:
     demand (~8 ms of CPU per dial on loopback, both ends). SWIM still probes every member."""
     public_addr: str = ""
     """IP or multiaddr peers should dial, when the listen address is not reachable as is."""
+    reachability: str = "auto"
+    """Whether other nodes can dial this one: ``public``, ``private`` (it holds connections to
+    reachable heads or relays and is reached through them, ``docs/deploy-multisite.md``), or
+    ``auto``: private inside a Slurm job unless ``--public-addr`` is set, else public, turned
+    private when peers cannot dial it back."""
     bootstrap: tuple[str, ...] = ()
     """Multiaddrs ``/ip4/.../tcp/PORT/p2p/ID`` of nodes to join through."""
     bootstrap_url: str = ""
@@ -134,6 +141,14 @@ class Config:
     format and cipher of go-libp2p, kubo and js-libp2p): every libp2p connection is encrypted
     with it before anything else, so a node without the same key cannot even negotiate. Mode
     0600 (a key readable by others is refused)."""
+    site: str = ""
+    """Where this node runs (``bristen``, ``clariden``, ``k8s``): its ``site`` label. Empty: the
+    Slurm cluster name inside a job, else no site."""
+    label: tuple[str, ...] = ()
+    """``key=value`` labels signed into this node's record, shown by ``/v1/dnt/table``,
+    ``table`` and ``/v1/models_detailed``. They override the automatic ones (``hostname``,
+    ``slurm_job_id``...: ``platform/labels.py``); an empty value removes one. YAML: a mapping
+    ``label: {team: nlp}`` or a list of ``key=value``."""
     log_format: str = "auto"
     """``json``, ``console`` or ``auto`` (console on a TTY, JSON otherwise)."""
     log_level: str = "info"
@@ -217,7 +232,12 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str, 
     out: list[tuple[str, str, Any]] = []
     for k, v in data.items():
         name = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and _key(name) == "label":
+            # ``label: {team: nlp}``: a leaf whose keys are the labels' (dots and all).
+            out.append(
+                ("label", name, [f"{lk}={'' if lv is None else lv}" for lk, lv in v.items()])
+            )
+        elif isinstance(v, Mapping):
             out.extend(_flatten(v, name))
         else:
             out.append((_key(name), name, v))
@@ -438,8 +458,14 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
     def given(name: str) -> bool:
         return name in sources or getattr(cfg, name) != FIELDS[name].default
 
-    if cfg.role not in ("", "head", "worker"):
-        raise ConfigError(f"{s('role')} must be head or worker, not {cfg.role!r}")
+    if cfg.role not in ("", "head", "relay", "worker"):
+        raise ConfigError(f"{s('role')} must be head, relay or worker, not {cfg.role!r}")
+    if cfg.reachability not in ("auto", "public", "private"):
+        raise ConfigError(
+            f"{s('reachability')} must be auto, public or private, not {cfg.reachability!r}"
+        )
+    if cfg.role == "relay" and cfg.reachability == "private":
+        raise ConfigError(f"{s('role')} relay must be reachable; drop {s('reachability')} private")
     if cfg.backend and not cfg.backend.startswith(("http://", "https://")):
         raise ConfigError(f"{s('backend')} must be an http(s) URL, not {cfg.backend!r}")
     if cfg.backend and not urllib.parse.urlsplit(cfg.backend).hostname:
@@ -451,10 +477,10 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
         )
     if cfg.role == "worker" and not cfg.backend_url:
         raise ConfigError(f"{s('role')} worker needs a backend: --service.port or --backend")
-    if cfg.role == "head" and cfg.backend_url:
+    if cfg.role in ("head", "relay") and cfg.backend_url:
         what = s("backend") if cfg.backend else s("service_port")
         raise ConfigError(
-            f"{s('role')} head is a node without a model, but {what} gives it a backend; "
+            f"{s('role')} {cfg.role} is a node without a model, but {what} gives it a backend; "
             "drop --role (a node with a backend is a worker) or the backend"
         )
     if cfg.service_name and not cfg.backend_url:
@@ -537,6 +563,14 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
             raise ConfigError(f"{s(name)}: {exc}") from exc
     if cfg.slurm_resubmit and not Path(cfg.slurm_resubmit).expanduser().is_file():
         raise ConfigError(f"{s('slurm_resubmit')}: no such script {cfg.slurm_resubmit!r}")
+    try:
+        user_labels(cfg.label)
+    except ValueError as exc:
+        raise ConfigError(f"{s('label')}: {exc}") from exc
+    if cfg.site and (label_problem("site", cfg.site) or not cfg.site.strip()):
+        raise ConfigError(
+            f"{s('site')} must be a printable name of at most 256 characters, not {cfg.site!r}"
+        )
     if cfg.log_format not in ("auto", "json", "console"):
         raise ConfigError(f"{s('log_format')} must be auto, json or console")
     if cfg.db:

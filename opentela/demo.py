@@ -161,6 +161,7 @@ class Demo:
 A pool of {self.workers} llama.cpp worker(s) serving {self.alias!r} is up behind a head node.
 
   Base URL:  {self.base}/v1
+  Status:    {self.base}/   (in a terminal: opentela-node top --url {self.base})
   Pool:      opentela-node table --url {self.base}
   Logs:      {self.tmp}
 

@@ -26,8 +26,11 @@ HOP_BY_HOP = frozenset(
 # and a backend that needs a key gets the worker's own (--service.api-key). Dropped at the
 # entry (remote and local paths) and again by the worker, in case a hostile entry sends them.
 CLIENT_CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
-# Ours, meaningless to a backend; plus the client's credentials.
-DROP_TO_BACKEND = frozenset({"x-otela-fallback"}) | CLIENT_CREDENTIALS
+# Ours, meaningless to a backend (routing instructions for the entry node: fallback tiers,
+# identity-group and site restrictions); plus the client's credentials.
+DROP_TO_BACKEND = (
+    frozenset({"x-otela-fallback", "x-otela-identity-group", "x-otela-site"}) | CLIENT_CREDENTIALS
+)
 
 
 # RFC 9110 §5.1 token; a value is visible ASCII/obs-text, spaces and tabs (§5.5): no CR, LF, NUL.

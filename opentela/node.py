@@ -9,6 +9,7 @@ admission: ``pool_member.py``) → worker side (if a backend is configured: ``wo
 from __future__ import annotations
 
 import os
+import platform
 import random
 import signal
 import socket
@@ -34,10 +35,12 @@ from .overlay import identity, pnet
 from .overlay.host import Host, open_host
 from .platform import slurm
 from .platform.gpu import detect_gpus
+from .platform.labels import is_follower, node_labels
 from .platform.walltime import run_walltime
 from .pool_member import PoolMember
+from .reach.reachability import initial_reachability
 from .stop_budget import StopBudget, Watchdog
-from .table.record import DRAINING, READY, Gpu, NodeRecord, Service
+from .table.record import DRAINING, PRIVATE, READY, Gpu, NodeRecord, Service
 from .table.sync import TableSync
 from .worker.serve import ForwardServer
 from .worker.side import WorkerSide
@@ -45,21 +48,6 @@ from .worker.side import WorkerSide
 STOP_HANDLERS_S = 1.0  # HTTP handlers still running after the drain get this long
 
 log = structlog.get_logger("opentela.node")
-
-
-def slurm_extra(job: slurm.SlurmJob | None) -> dict[str, str]:
-    """Slurm facts published in the record (shown by /v1/dnt/table and ``table``)."""
-    if job is None:
-        return {}
-    out = {
-        "slurm.job": job.job_id,
-        "slurm.partition": job.partition,
-        "slurm.cluster": job.cluster,
-        "slurm.nodes": job.node_list,
-    }
-    if job.end_time is not None:
-        out["slurm.end"] = str(int(job.end_time))
-    return {k: v for k, v in out.items() if v}
 
 
 def successor_serves(sync: TableSync) -> bool:
@@ -215,18 +203,29 @@ def own_record(
     )
     http_host = f"[{http_host}]" if ":" in http_host else http_host
     gpus = tuple(Gpu(g.name, g.total_memory_mib, g.used_memory_mib) for g in detect_gpus(log))
+    now = time.time()
+    labels = node_labels(
+        cfg, job, os.environ, now, hostname=socket.gethostname(), arch=platform.machine()
+    )
+    # A follower of a multi-node replica advertises no service: only its leader serves.
+    serves = cfg.backend_url and not is_follower(labels)
+    reach = initial_reachability(cfg, job is not None)
     return NodeRecord(
         peer_id=peer_id,
         version=int(time.time() * 1000),
-        timestamp=time.time(),
+        timestamp=now,
         role=cfg.effective_role,
         status=READY,
-        addrs=tuple(host.addrs()),
+        # Nobody can dial a private node: an address would only invite dials that time out
+        # (or, where it happens to work, connections that bypass its relays).
+        addrs=() if reach == PRIVATE else tuple(host.addrs()),
         http_addr=f"http://{http_host}:{cfg.http_port}",
-        services=(Service(cfg.service_name or "llm", "down", ()),) if cfg.backend_url else (),
+        services=(Service(cfg.service_name or "llm", "down", ()),) if serves else (),
         gpus=gpus,
         software=f"opentela/{__version__}",
-        extra={**slurm_extra(job), **extra},
+        extra=extra,
+        labels=labels,
+        reachability=reach,
     )
 
 
@@ -320,7 +319,12 @@ async def run(cfg: Config, http_worker: bool = False) -> int:
                 if cfg.backend_url:
                     worker = WorkerSide(cfg, member.sync, peer_id)
                     await worker.start(host, nursery)
-                balancer = Balancer(cfg.routing_policy, rng)
+                balancer = Balancer(
+                    cfg.routing_policy,
+                    rng,
+                    site=initial.labels.get("site", ""),
+                    rtt=member.rtt,
+                )
                 forwarder = Forwarder(
                     member.streams,
                     peer_id,
@@ -343,6 +347,7 @@ async def run(cfg: Config, http_worker: bool = False) -> int:
                             "failed": s.failed,
                             "client_gone": s.client_gone,
                             "stale_streams": s.stale_streams,
+                            "relay_retries": s.relay_retries,
                             "streams_opened": member.streams.opened,
                             "streams_idle": member.streams.idle_count(),
                         },

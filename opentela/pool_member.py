@@ -1,6 +1,7 @@
 """This node's membership in the pool, as one component: SWIM membership, the signed table and
-its sync, the stream pool, rejoining (bootstraps, remembered members) and, in a closed pool,
-admission. The node starts it, joins through it, asks it for stats and leaves through it.
+its sync, the stream pool, rejoining (bootstraps, remembered members), reachability (relays,
+``reach/``) and, in a closed pool, admission. The node starts it, joins through it, asks it
+for stats and leaves through it.
 
 Liveness has one path: membership verdicts go to the table store (``Liveness``), where routing
 reads them; a peer declared dead has its streams failed so waiting requests retry at once.
@@ -37,6 +38,7 @@ from .overlay.membership.runtime import MembershipRuntime
 from .overlay.redial import peer_of
 from .overlay.rejoin import Rejoiner
 from .overlay.streams import StreamPool
+from .reach.reachability import Reachability
 from .stop_budget import StopBudget
 from .table.record import LEFT, NodeRecord
 from .table.store import ALIVE, DEAD, GONE, SUSPECT, Snapshot, TableStore
@@ -146,7 +148,8 @@ class PoolMember:
                 initial_incarnation=int(time.time() * 1000),
             ),
             trio.current_time(),
-            addrs=host.addrs(),
+            # A private node announces no address (``node.own_record``).
+            addrs=list(initial.addrs),
         )
         self.streams = StreamPool(host, FORWARD_PROTOCOL)
         self.sync = TableSync(
@@ -176,6 +179,16 @@ class PoolMember:
             reusable=self.streams.idle_for,
             release=lambda pid: self.streams.abort_peer(pid, "idle connection closed"),
         )
+        # Public or private; relaying for others, or reached through relays (``reach/``).
+        self.reach = Reachability(
+            cfg,
+            host,
+            self.sync,
+            alive=lambda pid: self.sync.store.alive(pid, trio.current_time()),
+            rtt=self.rtt,
+            joined=self.joined,
+            bootstrap_peers=bootstrap_peers,
+        )
         self.rejoiner = Rejoiner(
             self.peer_id,
             cfg.home_path,
@@ -195,6 +208,7 @@ class PoolMember:
         await nursery.start(self.connections.run)
         if self.closed is not None:
             await nursery.start(self.closed.run)
+        await self.reach.start(nursery)
 
     async def start_joining(self, nursery: trio.Nursery) -> None:
         """Dial bootstraps and remembered members (once the node can serve what it learns)."""
@@ -207,6 +221,11 @@ class PoolMember:
         self.swim.join(pid, [addr])
         await self.sync.join(pid)
         return pid
+
+    def rtt(self, peer_id: str) -> float | None:
+        """Round-trip time to ``peer_id`` measured by membership probes (None: not yet)."""
+        rtt = getattr(self.membership, "rtt", None)
+        return rtt(peer_id) if rtt is not None else None
 
     def snapshot(self) -> Snapshot:
         return self.sync.store.snapshot(trio.current_time())
@@ -232,11 +251,13 @@ class PoolMember:
             **self.connections.stats,
             "table": dict(self.sync.stats),
             "rejoin": dict(self.rejoiner.stats),
+            **self.reach.stats,
             **({"admission": self.closed.stats} if self.closed is not None else {}),
             "membership": {
                 **self.swim.stats,
                 "alive": len(m.alive_ids()),
                 "suspect": len(m.suspect_ids()),
                 "incarnation": m.incarnation,
+                **m.rtt_stats(),  # round trips measured by the probes (none extra sent)
             },
         }

@@ -17,7 +17,16 @@ The pool (all on 127.0.1.x, restarted fresh for every policy so caches start col
 Reported per policy and load: TTFT p50/p99, end-to-end p50/p99, throughput, prefix-cache hit
 ratio (tokens served from cache / prompt tokens, summed over workers), requests per worker.
 
+``--scenario hetero`` (issue 13): two replicas 4x apart in speed (``cost_upstream --speed 4``
+and ``1``, 8 slots each so nothing queues at the backend: only per-token speed differs), the
+same two entry nodes, 8 closed-loop clients sending one identical short prompt (~50 tokens, streamed,
+16 output tokens) for ``--hetero-requests`` requests per policy. Reported: the slow replica's
+share of the requests, TTFT p50/p99, cache hit. The target: the default policy's slow share at
+most 0.6x ``random``'s. The workers' identities are drawn so that ``--hetero-owner`` (default
+``slow``, the hard case) owns the prompt's key on the affinity ring.
+
     .venv/bin/python scripts/bench_routing.py [--phase-s 20] [--loads 0.5,0.8,0.95] [--out .bench/routing.json]
+    .venv/bin/python scripts/bench_routing.py --scenario hetero [--hetero-requests 400] [--out .bench/routing-hetero.json]
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +47,8 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+
+from opentela.routing.balance import HashRing, prefix_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _procs import ProcessGroup, free_port, wait_for_line, wait_until
@@ -79,16 +91,29 @@ def get(url: str) -> dict:
         return json.loads(r.read())
 
 
-def start_pool(procs: ProcessGroup, tmp: Path, policy: str) -> tuple[list[str], list[str]]:
+def init_home(home: Path) -> tuple[Path, str]:
+    """A node home with an identity (kept when it has one already), and its peer id."""
+    if not (home / "identity.key").exists():
+        subprocess.run([*NODE, "init", "--home", str(home)], check=True, capture_output=True)
+    pid = subprocess.run(
+        [*NODE, "peer-id", "--home", str(home)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return home, pid
+
+
+def start_pool(
+    procs: ProcessGroup,
+    tmp: Path,
+    policy: str,
+    workers: list[tuple[str, float]] = WORKERS,
+    slots: int = SLOTS,
+    prefill_ms: float = PREFILL_MS,
+    decode_ms: float = DECODE_MS,
+) -> tuple[list[str], list[str]]:
     """Returns (entry base URLs, upstream base URLs)."""
 
     def init(name: str) -> tuple[Path, str]:
-        home = tmp / name
-        subprocess.run([*NODE, "init", "--home", str(home)], check=True, capture_output=True)
-        pid = subprocess.run(
-            [*NODE, "peer-id", "--home", str(home)], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        return home, pid
+        return init_home(tmp / name)
 
     entries, boot = [], None
     for e in range(2):
@@ -105,11 +130,11 @@ def start_pool(procs: ProcessGroup, tmp: Path, policy: str) -> tuple[list[str], 
         if e == 0:
             wait_until(lambda: get(f"{entries[0]}/v1/health"), 60, "entry up")
     ups = []
-    for w, (name, speed) in enumerate(WORKERS):
+    for w, (name, speed) in enumerate(workers):
         up = procs.start(f"up-{name}-{policy}", [
             sys.executable, "-m", "opentela.testing.cost_upstream", "--port", "0", "--model", MODEL,
-            "--slots", str(SLOTS), "--speed", str(speed), "--prefill-ms-per-token", str(PREFILL_MS),
-            "--decode-ms-per-token", str(DECODE_MS), "--cache-tokens", str(CACHE_TOKENS)])  # fmt: skip
+            "--slots", str(slots), "--speed", str(speed), "--prefill-ms-per-token", str(prefill_ms),
+            "--decode-ms-per-token", str(decode_ms), "--cache-tokens", str(CACHE_TOKENS)])  # fmt: skip
         url = wait_for_line(up, "READY ", 30).split()[1]
         ups.append(url)
         host = f"127.0.1.{20 + w}"
@@ -119,7 +144,7 @@ def start_pool(procs: ProcessGroup, tmp: Path, policy: str) -> tuple[list[str], 
                     "--bootstrap", boot, "--backend", url, "--log-format", "json"])  # fmt: skip
     for entry in entries:
         wait_until(
-            lambda entry=entry: any(m["id"] == MODEL and m["replicas"] == len(WORKERS) for m in get(f"{entry}/v1/models")["data"]),
+            lambda entry=entry: any(m["id"] == MODEL and m["replicas"] == len(workers) for m in get(f"{entry}/v1/models")["data"]),
             60, "all replicas routable from every entry", poll_s=0.2,
         )  # fmt: skip
     return entries, ups
@@ -178,15 +203,142 @@ async def phase(
     return out, elapsed
 
 
+# -- the heterogeneous scenario (issue 13) -----------------------------------------------------
+
+HETERO_WORKERS = [("fast", 4.0), ("slow", 1.0)]
+HETERO_SLOTS = 8  # >= the clients: no backend queue, only the per-token speed differs
+HETERO_CLIENTS = 8
+HETERO_DECODE_MS = 10.0
+HETERO_PREFILL_MS = 0.5
+HETERO_BODY = {
+    "model": MODEL,
+    "stream": True,
+    "max_tokens": OUT_TOKENS,
+    "messages": [
+        {"role": "system", "content": words(random.Random(7), 40)},  # 2.5 cache blocks
+        {"role": "user", "content": "hello there, how are you today?"},
+    ],
+}
+
+
+async def closed_loop(entries: list[str], n: int, clients: int, deadline_s: float) -> list[dict]:
+    """``clients`` clients, each sending its next request when the last one ended, alternating
+    entries, until ``n`` requests were sent or ``deadline_s`` passed."""
+    out: list[dict] = []
+    sent = 0
+    stop_at = time.perf_counter() + deadline_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+
+        async def client(c: int) -> None:
+            nonlocal sent
+            while sent < n and time.perf_counter() < stop_at:
+                sent += 1
+                await one(s, entries[(sent + c) % len(entries)], HETERO_BODY, out)
+
+        await asyncio.gather(*(client(c) for c in range(clients)))
+    return out
+
+
+def own_key(tmp: Path, owner: str) -> None:
+    """Identities for the two workers such that ``owner`` owns the prompt's key on the
+    affinity ring: which replica that is decides what affinity does with one repeated prompt
+    (a fast owner keeps it whatever the policy counts; a slow one is the case issue 13 hit),
+    and fresh identities would pick it at random in every run."""
+    key = prefix_key(HETERO_BODY, {})
+    assert key is not None
+    for _ in range(50):
+        pids = {name: init_home(tmp / name)[1] for name, _ in HETERO_WORKERS}
+        first = HashRing(pids.values()).walk(key)[0]
+        if first == pids[owner]:
+            return
+        shutil.rmtree(tmp / ("fast" if owner == "slow" else "slow"))
+    raise RuntimeError("no identity pair gave the wanted owner")
+
+
+def run_hetero(args: argparse.Namespace) -> int:
+    results = []
+    for policy in args.policies.split(","):
+        tmp = Path(tempfile.mkdtemp(prefix=f"otela-bench-h-{policy}-"))
+        own_key(tmp, args.hetero_owner)
+        with ProcessGroup(tmp / "logs", stop_timeout=10) as procs:
+            entries, ups = start_pool(
+                procs,
+                tmp,
+                policy,
+                HETERO_WORKERS,
+                HETERO_SLOTS,
+                HETERO_PREFILL_MS,
+                HETERO_DECODE_MS,
+            )
+            asyncio.run(closed_loop(entries, 2 * HETERO_CLIENTS, HETERO_CLIENTS, 30))  # warm-up
+            before = [get(f"{u}/stats") for u in ups]
+            out = asyncio.run(closed_loop(entries, args.hetero_requests, HETERO_CLIENTS, 120))
+            after = [get(f"{u}/stats") for u in ups]
+        ok = [r for r in out if r["ok"]]
+        served = {
+            name: a["requests"] - b["requests"]
+            for (name, _), a, b in zip(HETERO_WORKERS, after, before, strict=True)
+        }
+        prompt = sum(
+            a["prompt_tokens"] - b["prompt_tokens"] for a, b in zip(after, before, strict=True)
+        )
+        cached = sum(
+            a["cached_tokens"] - b["cached_tokens"] for a, b in zip(after, before, strict=True)
+        )
+        row = {
+            "policy": policy, "sent": len(out), "ok": len(ok), "served": served,
+            "slow_share": served["slow"] / max(1, sum(served.values())),
+            "ttft_p50": pct([r["ttft"] for r in ok if r["ttft"]], 50),
+            "ttft_p99": pct([r["ttft"] for r in ok if r["ttft"]], 99),
+            "e2e_p50": pct([r["e2e"] for r in ok], 50), "e2e_p99": pct([r["e2e"] for r in ok], 99),
+            "hit_ratio": cached / prompt if prompt else 0.0,
+        }  # fmt: skip
+        results.append(row)
+        print(
+            f"{policy:12} slow share {row['slow_share']:.0%} ({served}), ttft p50/p99 "
+            f"{row['ttft_p50'] * 1000:.0f}/{row['ttft_p99'] * 1000:.0f} ms, e2e p50/p99 "
+            f"{row['e2e_p50'] * 1000:.0f}/{row['e2e_p99'] * 1000:.0f} ms, hit {row['hit_ratio']:.0%}, "
+            f"errors {len(out) - len(ok)}",
+            flush=True,
+        )
+    rand = next((r["slow_share"] for r in results if r["policy"] == "random"), None)
+    print(
+        "\n| policy | slow share | x random | TTFT p50 / p99 (ms) | E2E p50 / p99 (ms) | cache hit | fast / slow |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        ratio = f"{r['slow_share'] / rand:.2f}" if rand else "-"
+        print(
+            f"| {r['policy']} | {r['slow_share']:.0%} | {ratio} | {r['ttft_p50'] * 1000:.0f} / {r['ttft_p99'] * 1000:.0f} | "
+            f"{r['e2e_p50'] * 1000:.0f} / {r['e2e_p99'] * 1000:.0f} | {r['hit_ratio']:.0%} | {r['served']['fast']} / {r['served']['slow']} |"
+        )
+    out_path = Path(args.out or ".bench/routing-hetero.json")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps({"when": dt.datetime.now(dt.UTC).isoformat(), "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
+                                    "scenario": "hetero", "owner": args.hetero_owner, "results": results}, indent=1))  # fmt: skip
+    print(f"JSON: {out_path}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--scenario", choices=("mixed", "hetero"), default="mixed")
     ap.add_argument("--phase-s", type=float, default=20.0)
     ap.add_argument("--loads", default="0.5,0.8,0.95")
     ap.add_argument("--policies", default=",".join(POLICIES))
-    ap.add_argument("--out", default=".bench/routing.json")
+    ap.add_argument("--hetero-requests", type=int, default=400)
+    ap.add_argument(
+        "--hetero-owner",
+        choices=("slow", "fast"),
+        default="slow",
+        help="the replica that owns the repeated prompt on the affinity ring",
+    )
+    ap.add_argument("--out", default=None, help="default .bench/routing[-hetero].json")
     args = ap.parse_args()
+    if args.scenario == "hetero":
+        return run_hetero(args)
     cap = nominal_capacity()
     loads = [float(x) for x in args.loads.split(",")]
     results = []
@@ -241,7 +393,7 @@ def main() -> int:
             f"{r['e2e_p50'] * 1000:.0f} / {r['e2e_p99'] * 1000:.0f} | {r['throughput']:.1f} | {r['hit_ratio']:.0%} | "
             f"{w['fast1']} / {w['fast2']} / {w['slow1']} / {w['slow2']} |"
         )
-    out = Path(args.out)
+    out = Path(args.out or ".bench/routing.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"when": dt.datetime.now(dt.UTC).isoformat(), "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
                                "capacity": cap, "phase_s": args.phase_s, "results": results}, indent=1))  # fmt: skip

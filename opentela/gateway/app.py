@@ -4,6 +4,7 @@ OpenAI:   POST /v1/chat/completions, /v1/completions, /v1/embeddings (routed by 
           GET /v1/models (the pool's union).
 Upstream: ANY /v1/service/<svc>/<path>, ANY /v1/p2p/<peer>/<path>, GET /v1/dnt/table,
           /v1/dnt/peers, /v1/dnt/bootstraps, /v1/dnt/stats, /v1/health.
+Status:   GET / and /ui (the page, opentela/ui), GET /v1/status (its JSON, gateway/status.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..platform.labels import slurm_view
 from ..routing.match import max_tier
 from ..routing.plan import Target, models, plan
+from ..routing.restrict import IDENTITY_GROUP_HEADER, SITE_HEADER, Restriction, parse
 from ..table.store import Entry, Snapshot
+from ..ui import add_ui_routes
 from .admin import add_admin_routes, admin_check
 from .auth import AuthGate
 from .balancer import Balancer
@@ -27,6 +31,7 @@ from .errors import MAX_JSON_DEPTH, ApiError, json_depth_exceeds
 from .forward import Forwarder
 from .platform import access_middleware, add_usage_routes
 from .server import JsonErrorRunner, errors_middleware
+from .status import RecentPerf, perf_listener, status_body
 from .usage import UsageRecorder, forward_counted
 
 log = structlog.get_logger("opentela.gateway")
@@ -85,6 +90,9 @@ class Gateway:
         self.fwd = forwarder
         self.balancer = balancer
         self.max_body = max_body_bytes
+        self.recent = RecentPerf()  # the status page's TTFT and tokens/s, this node's traffic
+        if usage is not None:
+            usage.listeners.append(perf_listener(self.recent))
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -106,6 +114,8 @@ class Gateway:
         r.add_get("/v1/health/ready", self.ready)
         add_usage_routes(app, self.usage_store, self.node.snapshot)
         add_admin_routes(app, self.usage_store, admin_check(self.auth.required))
+        r.add_get("/v1/status", self.status)
+        add_ui_routes(app)
         return app
 
     def runner(self, **kwargs: Any) -> web.AppRunner:
@@ -195,29 +205,74 @@ class Gateway:
             return None
         return obj
 
+    @staticmethod
+    def _restriction(request: web.Request) -> Restriction:
+        """The client's ``X-Otela-Identity-Group`` / ``X-Otela-Site`` (routing/restrict.py)."""
+        try:
+            return parse(
+                request.headers.getall(IDENTITY_GROUP_HEADER, []),
+                request.headers.get(SITE_HEADER),
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "invalid_request_error", "invalid_header") from exc
+
+    @staticmethod
+    def _routed_model(
+        restrict: Restriction, obj: dict[str, Any] | None, body: bytes
+    ) -> tuple[str | None, dict[str, Any] | None, bytes]:
+        """The model a request is routed by: the body's ``model``, else the header's
+        ``model=``; both, and different: 400. A JSON body without a model gets the header's
+        written in, so the backend is asked for the model it was routed by."""
+        named = obj.get("model") if obj else None
+        named = named if isinstance(named, str) and named else None
+        if restrict.model is None or named == restrict.model:
+            return named, obj, body
+        if named is not None:
+            raise ApiError(
+                400,
+                f"the body names model {named!r} but {IDENTITY_GROUP_HEADER} names "
+                f"model={restrict.model}",
+                "invalid_request_error",
+                "model_mismatch",
+            )
+        if obj is not None:
+            obj = {**obj, "model": restrict.model}
+            body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        return restrict.model, obj, body
+
     def _targets(
         self,
         model: str | None,
         service: str | None,
         request: web.Request,
         body: dict[str, Any] | None,
+        restrict: Restriction | None = None,
     ) -> list[Target]:
         snap = self.node.snapshot()
         fallback = request.headers.get("X-Otela-Fallback")
+        restrict = restrict if restrict is not None and not restrict.empty else None
         targets = plan(
-            snap, model, service=service, allowed_tier=max_tier(fallback), rng=self.fwd.rng
+            snap,
+            model,
+            service=service,
+            allowed_tier=max_tier(fallback),
+            rng=self.fwd.rng,
+            restrict=restrict,
         )
         if targets:
             return self.balancer.arrange(snap, targets, body, request.headers)
+        where = f" with {restrict.describe()}" if restrict is not None else ""
         known = any(
-            (service is None or s.name == service) and (model is None or model in s.models)
+            (service is None or s.name == service)
+            and (model is None or model in s.models)
+            and (restrict is None or restrict.admits(s.identity_groups, e.record.labels))
             for e in snap.entries.values()
             for s in e.record.services
         )
         if known:
             raise ApiError(
                 503,
-                f"no live replica serves {model or service!r} right now",
+                f"no live replica serves {model or service!r}{where} right now",
                 "service_unavailable",
                 "no_live_replica",
                 **{"Retry-After": "5"},
@@ -236,7 +291,8 @@ class Gateway:
         what = f"model {model!r}" if model else f"service {service!r}"
         raise ApiError(
             404,
-            f"{what} is not served by the pool; available models: {', '.join(available) or 'none'}",
+            f"{what}{where} is not served by the pool; available models: "
+            f"{', '.join(available) or 'none'}",
             "invalid_request_error",
             "model_not_found",
         )
@@ -247,16 +303,21 @@ class Gateway:
         body = await self._body(request)
         obj = self._json(body, required=True)
         assert obj is not None
-        model = obj.get("model")
-        if not isinstance(model, str) or not model:
+        restrict = self._restriction(request)
+        model, obj, body = self._routed_model(restrict, obj, body)
+        if model is None:
             raise ApiError(
-                400, "the 'model' field is required", "invalid_request_error", "missing_model"
+                400,
+                f"the 'model' field is required (or {IDENTITY_GROUP_HEADER}: model=<id>)",
+                "invalid_request_error",
+                "missing_model",
             )
+        assert obj is not None
         problem = shape_problem(request.path, obj)
         if problem:
             raise ApiError(400, problem, "invalid_request_error", "invalid_request")
         await self.auth.admit(request, model)
-        targets = self._targets(model, None, request, obj)
+        targets = self._targets(model, None, request, obj, restrict)
         return await forward_counted(
             self.fwd, self.usage, request, targets, request.path_qs, body, obj, model
         )
@@ -274,11 +335,11 @@ class Gateway:
     async def service(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
         obj = self._json(body, required=False)
-        model = obj.get("model") if obj else None
-        model = model if isinstance(model, str) and model else None
+        restrict = self._restriction(request)
+        model, obj, body = self._routed_model(restrict, obj, body)
         service = request.match_info["service"]
         await self.auth.admit(request, model)
-        targets = self._targets(model, service, request, obj)
+        targets = self._targets(model, service, request, obj, restrict)
         return await forward_counted(
             self.fwd, self.usage, request, targets, self._tail(request), body, obj, model
         )
@@ -366,11 +427,11 @@ class Gateway:
                 "public_address": r.addrs[0] if r.addrs else "",
                 "addrs": list(r.addrs),
                 "http_address": r.http_addr,
-                "slurm": {
-                    k.removeprefix("slurm."): v
-                    for k, v in r.extra.items()
-                    if k.startswith("slurm.")
-                },
+                "labels": dict(sorted(r.labels.items())),
+                "reachability": r.reachability,
+                "relays": list(r.relays),
+                # The Slurm facts under their names from before labels, for existing readers.
+                "slurm": slurm_view(r.labels),
             }
         return web.json_response(out)
 
@@ -380,6 +441,26 @@ class Gateway:
         has not reached yet)."""
         heard = self.node.last_heard(pid)
         return e.last_seen_s if heard is None else max(heard, e.last_seen_s)
+
+    async def status(self, request: web.Request) -> web.Response:
+        """The status page's JSON (gateway/status.py)."""
+        snap = self.node.snapshot()
+        now_wall, now_mono = time.time(), self.node.now()
+        ages = {
+            pid: max(0.0, now_mono - self._last_evidence(pid, e))
+            for pid, e in snap.entries.items()
+            if pid != snap.self_id
+        }
+        own = snap.entries.get(snap.self_id)
+        node = {
+            "peer_id": self.node.peer_id,
+            "version": self.node.version,
+            "role": own.record.role if own is not None else None,
+        }
+        body = status_body(
+            snap, now_wall, ages, self.recent.summary(now_wall), node, self.recent.window_s
+        )
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def peers(self, request: web.Request) -> web.Response:
         snap = self.node.snapshot()

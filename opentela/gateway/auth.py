@@ -4,7 +4,8 @@ forwarded (issue 11; the arithmetic is ``access/quota.py``, the keys live in the
 Two steps, because the model is in the body and only the handlers parse it:
 
 1. the middleware (every request): with ``--auth required`` every route but ``/v1/health*``
-   (and ``GET /v1/models`` with ``--auth-models open``) needs a key; an absent, unknown or
+   (and ``GET /v1/models`` and ``/v1/status`` with ``--auth-models open``, and the status
+   page's static files always) needs a key; an absent, unknown or
    revoked key is a 401 ``invalid_api_key``. The key's ``KeyInfo`` goes into
    ``request["otela.key"]`` (None with ``--auth off``) for the handlers and the admin API;
 2. ``admit(request, model)``, called by the forwarding handlers right before they forward:
@@ -37,6 +38,7 @@ import structlog
 from aiohttp import web
 
 from ..access import quota
+from ..ui import is_page
 from .errors import ApiError
 
 log = structlog.get_logger("opentela.auth")
@@ -102,7 +104,12 @@ def _refuse(v: quota.Verdict) -> ApiError:
 def _is_open(path: str, method: str, models_mode: str) -> bool:
     if path == "/v1/health" or path.startswith("/v1/health/"):
         return True
-    return path == "/v1/models" and method in ("GET", "HEAD") and models_mode == "open"
+    if method not in ("GET", "HEAD"):
+        return False
+    if is_page(path):  # the status page's static files: nothing about the pool in them
+        return True
+    # The pool's status (models, replicas, nodes) is as open as its model list.
+    return path in ("/v1/models", "/v1/status") and models_mode == "open"
 
 
 class AuthGate:

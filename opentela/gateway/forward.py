@@ -46,6 +46,11 @@ class ResponseObserver(Protocol):
 
     def on_end(self, complete: bool) -> None: ...
 
+    def decode_rate(self) -> float | None:
+        """Generated tokens per second of the answer, once it ended (None: not known, e.g.
+        not streamed). Feeds the balancer's service rates."""
+        ...
+
 
 class _Unobserved:
     """The observer when nobody observes: the client gets the backend's bytes."""
@@ -67,6 +72,9 @@ class _Unobserved:
     def on_end(self, complete: bool) -> None:
         pass
 
+    def decode_rate(self) -> float | None:
+        return None
+
 
 UNOBSERVED = _Unobserved()
 
@@ -84,6 +92,7 @@ class ForwardStats:
     failed: int = 0
     client_gone: int = 0
     stale_streams: int = 0  # reused streams found dead and replaced (``_exchange``)
+    relay_retries: int = 0  # requests retried through another relay (``_exchange``)
     in_flight: dict[str, int] = field(default_factory=dict)
 
 
@@ -144,10 +153,17 @@ class Forwarder:
         except (StreamTimeout, StreamAborted):
             raise  # a slow peer (another try waits as long) or a dead one (nothing to redial)
         except StreamFailed as exc:
-            if not reused:
+            relay = self.pool.relay_of(peer_id)
+            if relay is not None:
+                # Through a relay: the relay may be what broke. The next stream takes another.
+                self.pool.relay_failed(peer_id, relay)
+                log.info("forward.relay_failed", peer=peer_id, relay=relay, error=str(exc))
+                self.stats.relay_retries += 1
+            elif not reused:
                 raise
-            log.info("forward.stale_stream", peer=peer_id, error=str(exc))
-            self.stats.stale_streams += 1
+            else:
+                log.info("forward.stale_stream", peer=peer_id, error=str(exc))
+                self.stats.stale_streams += 1
         return await self._exchange_on(peer_id, head, body, fresh=True)
 
     async def _exchange_on(
@@ -200,6 +216,7 @@ class Forwarder:
             counts = self.stats.in_flight
             counts[target.peer_id] = counts.get(target.peer_id, 0) + 1
             ticket = self.balancer.start(target.peer_id) if self.balancer else None
+            resp = None
             try:
                 if target.peer_id == self.self_id:
                     resp = await self._forward_local(
@@ -212,7 +229,8 @@ class Forwarder:
             finally:
                 counts[target.peer_id] -= 1
                 if ticket is not None and self.balancer is not None:
-                    self.balancer.finish(ticket)
+                    ok = resp is not None and resp.status < 300  # an answer: a speed sample
+                    self.balancer.finish(ticket, ok, obs.decode_rate() if ok else None)
             if resp is not None:
                 obs.retries = len(attempts)
                 return resp

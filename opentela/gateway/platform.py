@@ -11,13 +11,14 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from ..table.store import Snapshot
+from ..platform.labels import is_follower
+from ..table.store import Entry, Snapshot
 from .errors import ApiError
 from .usage import ANONYMOUS_OWNER
 
@@ -99,37 +100,76 @@ def device_label(gpus: Any) -> str:
 
 
 def models_detailed(snap: Snapshot) -> list[dict[str, Any]]:
-    """One entry per replica (a live peer and a model it serves), from the table alone."""
+    """One entry per replica node and model (serving-api's shape), from the table alone: the
+    record's labels say who launched it, where, until when and with which framework.
+
+    A node whose backend is still loading has no models yet; it shows as ``pending`` under
+    its ``served_model_name`` label when it has one. A follower of a multi-node replica
+    advertises no service: it shows with ``has_service: false`` under its leader's models
+    (same ``worker_group_id``) and its leader's status, so the replica reads as loading until
+    the leader serves."""
+    live = [(pid, e) for pid, e in sorted(snap.entries.items()) if e.alive]
+    leaders = {
+        e.record.labels["worker_group_id"]: e
+        for _, e in live
+        if e.record.labels.get("worker_group_id") and not is_follower(e.record.labels)
+    }
     out: list[dict[str, Any]] = []
-    for pid, entry in sorted(snap.entries.items()):
-        if not entry.alive:
-            continue
+    for pid, entry in live:
         r = entry.record
-        extra = r.extra
-        labels = {k: v for k, v in extra.items() if not k.startswith("slurm.")}
-        hostname = extra.get("hostname") or _host_of(r.http_addr)
-        end = extra.get("slurm.end")
-        for s in r.services:
-            for m in s.models or ():
-                out.append(
-                    {
-                        "id": m,
-                        "object": "model",
-                        "has_service": True,
-                        "service": s.name,
-                        "peer_id": pid,
-                        "hostname": hostname,
-                        "otela_version": r.software.removeprefix("opentela/"),
-                        "status": "ready" if s.status == "ready" and entry.routable else "pending",
-                        "labels": labels,
-                        "slurm_job_id": extra.get("slurm.job"),
-                        "started_at": _int_or_none(extra.get("started_at")),
-                        "expires_at": _int_or_none(end or extra.get("expires_at")),
-                        "framework": extra.get("framework"),
-                        "device": device_label(r.gpus),
-                    }
-                )
+        labels = r.labels
+        base = {
+            "object": "model",
+            "peer_id": pid,
+            "hostname": labels.get("hostname") or _host_of(r.http_addr),
+            "otela_version": r.software.removeprefix("opentela/"),
+            "labels": dict(sorted(labels.items())),
+            "worker_group_id": labels.get("worker_group_id"),
+            "launched_by": labels.get("launched_by"),
+            "slurm_job_id": labels.get("slurm_job_id"),
+            "framework": labels.get("framework"),
+            "started_at": _int_or_none(labels.get("started_at")),
+            "expires_at": _int_or_none(labels.get("expires_at")),
+            "device": device_label(r.gpus),
+        }
+        if is_follower(labels):
+            leader = leaders.get(labels.get("worker_group_id", ""))
+            found = (_served(leader) if leader is not None else {}) or _named(labels, None)
+        else:  # a backend still loading has no models yet: its served_model_name label
+            found = _served(entry) or (_named(labels, r.services[0].name) if r.services else {})
+        has_service = not is_follower(labels)
+        out.extend(
+            {
+                "id": m,
+                "has_service": has_service,
+                "service": svc if has_service else None,
+                "status": st,
+                **base,
+            }
+            for m, (svc, st) in found.items()
+        )
     return out
+
+
+Served = dict[str, tuple[str | None, str]]
+"""model → (service name, ``ready`` or ``pending``)."""
+
+
+def _served(entry: Entry) -> Served:
+    """What ``entry`` advertises; a model ready in any of its services is ready."""
+    out: Served = {}
+    for s in entry.record.services:
+        for m in s.models:
+            ready = s.status == "ready" and entry.routable
+            if m not in out or ready:
+                out[m] = (s.name, "ready" if ready else "pending")
+    return out
+
+
+def _named(labels: Mapping[str, str], service: str | None) -> Served:
+    """A loading node's model, as its ``served_model_name`` label names it: pending."""
+    name = labels.get("served_model_name")
+    return {name: (service, "pending")} if name else {}
 
 
 def _host_of(url: str) -> str:

@@ -189,6 +189,11 @@ class UsageObserver:
         self._json = bytearray()
         self._json_over = False
         self.row: UsageRow | None = None
+        self.started = time.perf_counter()  # TTFT is first_byte - started (status page)
+        # perf_counter() of the first and the last body chunk that carried generated text
+        # (the decode span ``decode_rate`` measures).
+        self._first_token_s: float | None = None
+        self._last_token_s: float | None = None
 
     def on_head(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         self.status = status
@@ -206,7 +211,13 @@ class UsageObserver:
         if self.first_byte is None and chunk:
             self.first_byte = time.perf_counter()
         if self.sse is not None:
-            return self.sse.feed(chunk)
+            before = self.sse.content_chunks
+            out = self.sse.feed(chunk)
+            if self.sse.content_chunks > before:
+                self._last_token_s = time.perf_counter()
+                if self._first_token_s is None:
+                    self._first_token_s = self._last_token_s
+            return out
         if not self._json_over:
             if len(self._json) + len(chunk) > MAX_JSON_BODY:
                 self._json_over = True
@@ -217,6 +228,21 @@ class UsageObserver:
 
     def on_end(self, complete: bool) -> None:
         self.complete = complete
+
+    def decode_rate(self) -> float | None:
+        """Tokens per second between the first and the last chunk of generated text of a
+        complete streamed answer (``forward.ResponseObserver``), else None. Both ends are
+        seen here, after the same relay hops, so the hops' delay cancels out: what is left
+        is the replica's own per-token speed."""
+        sse, first, last = self.sse, self._first_token_s, self._last_token_s
+        if not self.complete or sse is None or first is None or last is None or last <= first:
+            return None
+        if self.status is None or self.status >= 400 or sse.error or sse.content_chunks < 2:
+            return None
+        tokens = sse.usage[1] if sse.usage is not None else sse.content_chunks
+        # The span starts after the first chunk: count the tokens of the other chunks.
+        per_chunk = max(1.0, tokens / sse.content_chunks)
+        return (sse.content_chunks - 1) * per_chunk / (last - first)
 
     def done(self, status: int | None = None) -> UsageRow:
         """The request is over (``status``: what the client got, when the forwarder answered
@@ -241,6 +267,8 @@ class UsageObserver:
                 counts["aborted"] = 1
         self.row = UsageRow.at(now, self.key_id, self.owner, self.model, **counts)
         self.recorder.sink(self.row)
+        for listen in self.recorder.listeners:  # e.g. the status page's recent window
+            listen(self)
         return self.row
 
     def _tokens(self) -> tuple[tuple[int, int], bool]:
@@ -276,6 +304,9 @@ class UsageRecorder:
     ) -> None:
         self.sink = sink
         self.clock = clock
+        # Called with the observer once each request's row is built (its status, timings
+        # and row are final then); a listener must not raise.
+        self.listeners: list[Callable[[UsageObserver], None]] = []
 
     def prepare(
         self,

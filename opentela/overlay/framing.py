@@ -81,3 +81,8 @@ class Decoder:
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+    def take(self) -> bytes:
+        """The bytes of a partial frame, removed (a relay passes them on as they are)."""
+        out, self._buf = bytes(self._buf), bytearray()
+        return out

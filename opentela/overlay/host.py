@@ -13,9 +13,9 @@ import contextlib
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import multiaddr
 import structlog
@@ -23,6 +23,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import framing, identity, limits, pnet
+from .route import PeerReach, RouteMemory, plan_route
 
 # py-libp2p's Yamux sends a WINDOW_UPDATE after *every* read unless told otherwise: one extra
 # encrypted message and syscall per request each way. go-yamux batches updates at half the
@@ -50,6 +51,15 @@ fastpath.install()
 
 DIAL_TIMEOUT_S = 5.0
 limits_log = structlog.get_logger("opentela.limits")
+
+# Streams through a relay (``opentela/reach``): the origin opens RELAY_PROTOCOL to a relay and
+# names the target and the protocol; the relay opens RELAYED_PROTOCOL to the target (over the
+# connection the private target holds to it) and names the origin; then it copies bytes both
+# ways. Frames stay end to end; the hop adds no second encryption layer (the relay is a member).
+RELAY_PROTOCOL = "/opentela/relay/1"
+RELAYED_PROTOCOL = "/opentela/relayed/1"
+RELAY_HANDSHAKE_S = 5.0
+relay_log = structlog.get_logger("opentela.relay")
 
 
 class StreamFailed(Exception):
@@ -114,6 +124,19 @@ class PeerStream:
         self._scope: trio.CancelScope | None = None
         self._abort_reason = ""
         self.broken = False
+        self.via: str | None = None  # the relay carrying this stream, when it is relayed
+
+    @property
+    def raw(self) -> Any:
+        """The libp2p stream underneath (a relay copies its bytes without decoding frames)."""
+        return self._raw
+
+    def unread(self) -> bytes:
+        """Bytes received but not consumed yet (frames decoded and not returned, and a partial
+        frame), re-encoded, so that a relay can pass them on before copying raw bytes."""
+        out = b"".join(framing.encode(f.kind, f.payload) for f in self._ready)
+        self._ready = []
+        return out + self._decoder.take()
 
     async def send(self, *frames: bytes) -> None:
         data = b"".join(frames)
@@ -252,6 +275,13 @@ class Host:
         # Trio time a stream to or from each peer was last opened or written to: how
         # ``overlay/connections`` tells a connection in use from an idle one.
         self._last_active: dict[str, float] = {}
+        self._handlers: dict[str, StreamHandler] = {}
+        # Reaching private peers (``overlay/route.py``): the table tells the reachability and
+        # relays of a peer; ``own_relays`` are ours while this node is private.
+        self.reach_of: Callable[[str], PeerReach | None] = lambda _pid: None
+        self.own_relays: Callable[[], Sequence[str]] = tuple
+        self.routes = RouteMemory()
+        self.relay_stats = {"relayed_opened": 0, "relayed_served": 0, "relayed_refused": 0}
 
     def addrs(self) -> list[str]:
         return [str(a) for a in self._raw.get_addrs()]  # type: ignore[attr-defined]
@@ -300,10 +330,59 @@ class Host:
         return pid
 
     async def open_stream(self, peer_id: str, protocol: str, *, redial: bool = False) -> PeerStream:
+        """A stream to ``peer_id``: over the connection we hold, by dialing it, or through a
+        relay when it is private or its dial fails (``overlay/route.py`` decides the order)."""
+        if self.gate is not None and not self.gate.exempt(protocol):
+            await self.gate.ensure(peer_id)  # present our grant once per connection (or route)
+        now = trio.current_time()
+        connected = self.is_connected(peer_id)
+        route = plan_route(
+            peer_id,
+            self_id=self.peer_id,
+            connected=connected,
+            target=self.reach_of(peer_id),
+            own_relays=self.own_relays(),
+            is_connected=self.is_connected,
+            dial_failed=self.routes.dial_failing(peer_id, now),
+            last_relay=self.routes.via(peer_id),
+            failed_relays=self.routes.failed_relays(now),
+        )
+        errors: list[str] = []
+        if route.direct:
+            if not connected:
+                self.routes.dial_started(peer_id, now)
+            try:
+                stream = await self._open_direct(peer_id, protocol, redial=redial)
+            except StreamFailed as exc:
+                if not route.relays:
+                    raise
+                errors.append(str(exc))
+            else:
+                self.routes.dial_ok(peer_id)
+                return stream
+        for relay in route.relays:
+            try:
+                stream = await self.open_via(relay, peer_id, protocol)
+            except StreamFailed as exc:
+                self.routes.relay_failed(relay, trio.current_time())
+                errors.append(str(exc))
+                continue
+            self.routes.relayed(peer_id, relay)
+            return stream
+        if not errors:
+            raise StreamFailed(f"{peer_id[-8:]} is private and names no relay yet")
+        raise StreamFailed(f"open {protocol} to {peer_id[-8:]} failed: {'; '.join(errors)}")
+
+    async def open_direct(self, peer_id: str, protocol: str, *, redial: bool = False) -> PeerStream:
+        """A stream over a connection of our own to ``peer_id`` (dialing it if need be), never
+        through a relay: for relays themselves and the reservations private nodes hold."""
+        if self.gate is not None and not self.gate.exempt(protocol):
+            await self.gate.ensure(peer_id)
+        return await self._open_direct(peer_id, protocol, redial=redial)
+
+    async def _open_direct(self, peer_id: str, protocol: str, *, redial: bool) -> PeerStream:
         if redial:
             self.unblock(peer_id)
-        if self.gate is not None and not self.gate.exempt(protocol):
-            await self.gate.ensure(peer_id)  # present our grant once per connection
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
                 raw = await self._raw.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])  # type: ignore[attr-defined]
@@ -311,6 +390,35 @@ class Host:
             raise StreamFailed(f"open {protocol} to {peer_id[-8:]} failed: {exc!r}") from exc
         self._touch(peer_id)
         return PeerStream(raw, peer_id, self._touch)
+
+    async def open_via(self, relay_id: str, peer_id: str, protocol: str) -> PeerStream:
+        """A stream to ``peer_id`` through ``relay_id`` (``RELAY_PROTOCOL``): the relay answers
+        once it has a stream to the target; from then on frames pass end to end."""
+        stream = await self.open_direct(relay_id, RELAY_PROTOCOL)
+        try:
+            await stream.send(
+                framing.encode(framing.BODY, {"op": "connect", "to": peer_id, "proto": protocol})
+            )
+            frames = await stream.receive(RELAY_HANDSHAKE_S)
+        except StreamFailed:
+            await stream.reset()
+            raise
+        reply = frames[0].payload if frames[0].kind == framing.BODY else None
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            await stream.reset()
+            why = reply.get("error") if isinstance(reply, dict) else "a garbled answer"
+            raise StreamFailed(f"relay {relay_id[-8:]} cannot reach {peer_id[-8:]}: {why}")
+        stream._ready = frames[1:]  # the target spoke first (none of our protocols do)
+        stream.remote_peer, stream.via = peer_id, relay_id
+        self.relay_stats["relayed_opened"] += 1
+        return stream
+
+    def is_connected(self, peer_id: str) -> bool:
+        try:
+            conns = self._raw.get_network().get_connections(ID.from_base58(peer_id))  # type: ignore[attr-defined]
+        except Exception:
+            return False
+        return bool(conns)
 
     def connected_peers(self) -> list[str]:
         try:
@@ -347,46 +455,88 @@ class Host:
         return out
 
     def connection_key(self, peer_id: str) -> int | None:
-        """Identifies the current connection to a peer (a new one after a reconnect)."""
+        """Identifies the current connection to a peer (a new one after a reconnect); for a
+        peer reached through a relay, the relay and our connection to it."""
         try:
             conns = self._raw.get_network().get_connections(ID.from_base58(peer_id))  # type: ignore[attr-defined]
         except Exception:
             return None
-        return id(conns[0]) if conns else None
+        if conns:
+            return id(conns[0])
+        via = self.routes.via(peer_id)
+        relay_key = self.connection_key(via) if via is not None and via != peer_id else None
+        return None if relay_key is None else hash((via, relay_key))
 
     async def close_peer(self, peer_id: str) -> None:
         with trio.move_on_after(2), contextlib.suppress(Exception):
             await self._raw.get_network().close_peer(ID.from_base58(peer_id))  # type: ignore[attr-defined]
 
     def set_handler(self, protocol: str, handler: StreamHandler) -> None:
+        self._handlers[protocol] = handler
+
         async def wrapped(raw: object) -> None:
             remote = str(raw.muxed_conn.peer_id)  # type: ignore[attr-defined]
-            gate = self.gate
-            if gate is not None and not gate.exempt(protocol) and not gate.allows(remote):
-                # Not a member: not a byte of its payload is read.
-                gate.refuse(remote, protocol)
-                with trio.move_on_after(1), contextlib.suppress(Exception):
-                    await raw.reset()  # type: ignore[attr-defined]
-                await self.close_peer(remote)
-                return
-            if not self.streams.acquire(remote):
-                # Over its concurrent-stream limit: this stream is reset, the others go on.
-                if self._over_logged.should_log(remote, trio.current_time()):
-                    limits_log.warning(
-                        "peer.too_many_streams", peer=remote, limit=self.streams.limit
-                    )
-                with trio.move_on_after(1), contextlib.suppress(Exception):
-                    await raw.reset()  # type: ignore[attr-defined]
-                return
-            self._touch(remote)
             stream = PeerStream(raw, remote, self._touch)
             try:
-                await handler(stream)
+                await self._serve(stream, protocol, handler)
             finally:
-                self.streams.release(remote)
                 await stream.close()
 
         self._raw.set_stream_handler(TProtocol(protocol), wrapped)  # type: ignore[attr-defined]
+
+    async def _serve(self, stream: PeerStream, protocol: str, handler: StreamHandler) -> None:
+        """Admission and the per-peer stream bound, then the protocol's handler: the same for
+        a stream from a peer's own connection and one a relay carries for it."""
+        remote = stream.remote_peer
+        gate = self.gate
+        if gate is not None and not gate.exempt(protocol) and not gate.allows(remote):
+            # Not a member: not a byte of its payload is read.
+            gate.refuse(remote, protocol)
+            await stream.reset()
+            if stream.via is None:
+                await self.close_peer(remote)
+            return
+        if not self.streams.acquire(remote):
+            # Over its concurrent-stream limit: this stream is reset, the others go on.
+            if self._over_logged.should_log(remote, trio.current_time()):
+                limits_log.warning("peer.too_many_streams", peer=remote, limit=self.streams.limit)
+            await stream.reset()
+            return
+        self._touch(remote)
+        try:
+            await handler(stream)
+        finally:
+            self.streams.release(remote)
+
+    async def _handle_relayed(self, stream: PeerStream) -> None:
+        """A relay (admitted: ``_serve`` checked it) brings a stream from another member: read
+        who it is from and for which protocol, then serve it as that member's own stream."""
+        relay = stream.remote_peer
+        try:
+            frames = await stream.receive(RELAY_HANDSHAKE_S)
+        except StreamFailed:
+            return
+        msg = frames[0].payload if frames[0].kind == framing.BODY else None
+        origin = msg.get("from") if isinstance(msg, dict) else None
+        protocol = msg.get("proto") if isinstance(msg, dict) else None
+        handler = self._handlers.get(protocol) if isinstance(protocol, str) else None
+        if (
+            not isinstance(origin, str)
+            or origin in (relay, self.peer_id)
+            or protocol in (RELAY_PROTOCOL, RELAYED_PROTOCOL)
+            or handler is None
+        ):
+            self.relay_stats["relayed_refused"] += 1
+            relay_log.warning(
+                "relay.bad_relayed_stream", relay=relay, origin=str(origin)[:60], proto=protocol
+            )
+            await stream.reset()
+            return
+        stream._ready = frames[1:]
+        stream.remote_peer, stream.via = origin, relay
+        self.relay_stats["relayed_served"] += 1
+        assert isinstance(protocol, str)
+        await self._serve(stream, protocol, handler)
 
 
 # -- private network (--swarm-key) ---------------------------------------------------------------
@@ -529,4 +679,5 @@ async def open_host(
     async with raw.run([_listen_addr(listen_host, listen_port)]):
         host = Host(raw, identity.peer_id(key))
         host.swarm_key = swarm_key is not None
+        host.set_handler(RELAYED_PROTOCOL, host._handle_relayed)
         yield host

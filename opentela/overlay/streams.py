@@ -7,6 +7,8 @@ never returned to the pool, so a half-read response can never leak into the next
 
 from __future__ import annotations
 
+import trio
+
 from .host import Host, PeerStream, StreamFailed
 
 
@@ -62,6 +64,17 @@ class StreamPool:
     def idle_for(self, peer_id: str) -> int:
         """Streams to ``peer_id`` held for reuse (they alone do not keep its connection)."""
         return len(self._idle.get(peer_id, ()))
+
+    def relay_of(self, peer_id: str) -> str | None:
+        """The relay that carried our last stream to ``peer_id``, unless we hold a connection
+        to it now (then no relay is involved)."""
+        via = self._host.routes.via(peer_id)
+        return None if via is None or self._host.is_connected(peer_id) else via
+
+    def relay_failed(self, peer_id: str, relay_id: str) -> None:
+        """A stream through ``relay_id`` broke: the next one to ``peer_id`` tries another."""
+        self._host.routes.relay_failed(relay_id, trio.current_time())
+        self._host.routes.forget_via(peer_id)
 
     def busy_peers(self) -> frozenset[str]:
         """Peers with a request in flight on one of our streams."""

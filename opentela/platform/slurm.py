@@ -1,4 +1,5 @@
-"""What a node learns about the Slurm job it runs in: the job, its node list, GPUs and end time.
+"""What a node learns about the Slurm job it runs in: the job, its node list, GPUs, owner, place
+in a multi-node job and end time.
 
 Everything here is pure except :func:`run_command`, the one function that executes
 ``squeue``/``scontrol``; :func:`detect` receives it (or a fake) as ``run``, so every parsing
@@ -52,6 +53,15 @@ class SlurmJob:
     """GPU indexes this step/job owns, e.g. ``0,1`` (``SLURM_STEP_GPUS``, else ``SLURM_JOB_GPUS``)."""
     local_id: int | None
     """``SLURM_LOCALID``: this task's index on its node (one worker per task), None outside srun."""
+    user: str = ""
+    """``SLURM_JOB_USER``: who submitted the job (the ``launched_by`` label)."""
+    reservation: str = ""
+    """``SLURM_JOB_RESERVATION``, empty when the job runs outside a reservation."""
+    num_nodes: int = 1
+    """``SLURM_NNODES`` (the step's nodes under srun; else ``SLURM_JOB_NUM_NODES``): above 1
+    the nodes form one replica."""
+    node_id: int | None = None
+    """``SLURM_NODEID``: this node's index in the job (0 leads a multi-node replica)."""
 
 
 def detect(env: Mapping[str, str], run: Run) -> SlurmJob | None:
@@ -71,6 +81,10 @@ def detect(env: Mapping[str, str], run: Run) -> SlurmJob | None:
         cluster=_first(env, "SLURM_CLUSTER_NAME"),
         gpus=_first(env, "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"),
         local_id=_int_or_none(env.get("SLURM_LOCALID")),
+        user=_first(env, "SLURM_JOB_USER"),
+        reservation=_first(env, "SLURM_JOB_RESERVATION"),
+        num_nodes=_int_or_none(_first(env, "SLURM_NNODES", "SLURM_JOB_NUM_NODES")) or 1,
+        node_id=_int_or_none(env.get("SLURM_NODEID")),
     )
 
 

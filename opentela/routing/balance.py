@@ -9,19 +9,30 @@ already tried) by ``plan`` before they get here.
 ``round-robin``
     rotates through the candidate set, one counter per distinct set (``RoundRobin``).
 ``least-loaded``
-    power of two choices (Mitzenmacher) over the load estimate: two candidates drawn at
-    random, the less loaded first, then the rest by estimate. Two random probes rather than
-    the global minimum, because every entry node sees the same stale gossip and would all pick
-    the same minimum at once (herding); with two choices their picks spread.
+    power of two choices (Mitzenmacher) over the expected wait: two candidates drawn at
+    random, the one with the shorter wait first, then the rest by wait. Two random probes
+    rather than the global minimum, because every entry node sees the same stale gossip and
+    would all pick the same minimum at once (herding); with two choices their picks spread.
+    The expected wait of peer ``i`` is ``(estimate_i + 1) / w_i`` (``expected_wait``): the
+    requests ahead of this one plus itself, drained at ``w_i``, the peer's service rate over the
+    candidates' mean rate (``rate.ServiceRates.weights``; 1 when unknown, so with no rates
+    known it orders by estimate, as before rates existed). A replica 4x faster drains 4
+    requests in the time a slow one drains 1, so it is given 4x the queue.
 ``affinity``
     consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam, SODA 2018) over a
     prefix key, so requests sharing a prompt prefix or session land on the replica that has
-    it in its KV cache. A peer accepts the key if ``estimate <= c * (mean estimate + 1)``; the
-    order is the peers that accept, clockwise from the key's point on the ring (the first is
-    the key's owner unless it is overloaded, then the next owner clockwise under the bound),
-    then the ones over the bound by ascending estimate, for retries. With ``c >= 1`` the least
-    loaded peer always accepts (its estimate is at most the mean), so some peer always does;
-    were none to (``c < 1``), the order is by ascending estimate.
+    it in its KV cache. A peer accepts the key if its expected wait (as for least-loaded,
+    ``(estimate + 1) / w``) is at most ``c * (mean estimate + 1) + 1``: the bound of the paper
+    on the requests ahead, ``c * (mean + 1)``, plus the request itself. With every ``w = 1``
+    this is ``estimate <= c * (mean estimate + 1)``, the unweighted rule; a replica twice as
+    fast as the mean may hold about twice the load before it sheds keys, one half as fast
+    about half of it (and the request it would take counts double there: it takes twice as
+    long). The order is the peers that accept, clockwise from the key's point on the ring (the
+    first is the key's owner unless it is overloaded, then the next owner clockwise under the
+    bound), then the ones over the bound by ascending expected wait, for retries. With
+    ``c >= 1`` some peer always accepts: the weights have mean 1, so the smallest
+    ``(estimate_i + 1) / w_i`` is at most ``sum (estimate + 1) / sum w`` = ``mean + 1``;
+    were none to (``c < 1``), the order is by expected wait.
     ``c = 1.25`` (``DEFAULT_C``): the paper bounds every peer's load by about ``c *`` the
     average while the cost of the bound (peers probed per key, keys moved per change) grows
     like ``1/(c-1)^2`` as ``c → 1``. 1.25 trades up to 25 % imbalance for cache locality; it
@@ -101,20 +112,32 @@ class RoundRobin:
 # -- least-loaded ------------------------------------------------------------------------------
 
 
-def least_loaded(
-    candidates: Sequence[str], estimates: Mapping[str, float], rng: random.Random
-) -> list[str]:
-    """Power of two choices: two at random (the less loaded first), then the rest ascending.
+def expected_wait(estimate: float, weight: float) -> float:
+    """Requests ahead plus this one, over the peer's relative service rate (the unit of an
+    average replica's request time). A weight <= 0 (never produced by ``rate``) is 1."""
+    return (estimate + 1.0) / (weight if weight > 0 else 1.0)
 
-    A peer missing from ``estimates`` counts as 0. Ties keep a random order.
+
+def least_loaded(
+    candidates: Sequence[str],
+    estimates: Mapping[str, float],
+    rng: random.Random,
+    weights: Mapping[str, float] | None = None,
+) -> list[str]:
+    """Power of two choices: two at random (the shorter expected wait first), then the rest
+    by expected wait.
+
+    A peer missing from ``estimates`` counts as 0, from ``weights`` as 1. Ties keep a random
+    order.
     """
     order = shuffled(candidates, rng)
     if len(order) < 2:
         return order
-    load = {p: estimates.get(p, 0.0) for p in order}
+    w = weights or {}
+    wait = {p: expected_wait(estimates.get(p, 0.0), w.get(p, 1.0)) for p in order}
     a, b = order[0], order[1]  # a uniform random pair, since ``order`` is a uniform shuffle
-    first = [b, a] if load[b] < load[a] else [a, b]
-    rest = sorted(order[2:], key=load.__getitem__)  # stable: ties stay shuffled
+    first = [b, a] if wait[b] < wait[a] else [a, b]
+    rest = sorted(order[2:], key=wait.__getitem__)  # stable: ties stay shuffled
     return first + rest
 
 
@@ -171,8 +194,10 @@ def affinity(
     *,
     c: float = DEFAULT_C,
     ring: HashRing | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> list[str]:
-    """Consistent hashing with bounded loads; deterministic in its inputs.
+    """Consistent hashing with bounded loads, each peer's load measured as its expected wait
+    under its relative rate (``weights``, missing = 1); deterministic in its inputs.
 
     ``ring`` may be passed (from a ``RingCache``) to avoid rebuilding it; it must have been
     built from exactly these candidates.
@@ -182,11 +207,17 @@ def affinity(
         return []
     if ring is None or set(ring.peers) != set(cands):
         ring = HashRing(cands)
+    w = weights or {}
     load = {p: estimates.get(p, 0.0) for p in cands}
     bound = c * (sum(load.values()) / len(cands) + 1.0)
+    # bound + 1: the requests ahead may be ``bound``, plus the one being placed.
+    accepts = {p: expected_wait(load[p], w.get(p, 1.0)) <= bound + 1.0 for p in cands}
     clockwise = ring.walk(key)
-    under = [p for p in clockwise if load[p] <= bound]
-    over = sorted((p for p in clockwise if load[p] > bound), key=load.__getitem__)
+    under = [p for p in clockwise if accepts[p]]
+    over = sorted(
+        (p for p in clockwise if not accepts[p]),
+        key=lambda p: expected_wait(load[p], w.get(p, 1.0)),
+    )
     return under + over
 
 
@@ -283,11 +314,13 @@ def order(
     key: str | None,
     rng: random.Random,
     state: BalanceState,
+    weights: Mapping[str, float] | None = None,
 ) -> list[str]:
     """Order one tier's candidates under ``policy`` (a ``Policy`` or its name).
 
-    ``estimates`` is only read by ``least-loaded`` and ``affinity``, ``key`` only by
-    ``affinity`` (None → least-loaded), ``state`` only by ``round-robin`` and ``affinity``.
+    ``estimates`` and ``weights`` (relative service rates, missing = 1) are only read by
+    ``least-loaded`` and ``affinity``, ``key`` only by ``affinity`` (None → least-loaded),
+    ``state`` only by ``round-robin`` and ``affinity``.
     Raises ValueError for an unknown policy name.
     """
     policy = Policy(policy)
@@ -299,8 +332,8 @@ def order(
     if policy is Policy.ROUND_ROBIN:
         return state.round_robin.order(cands)
     if policy is Policy.LEAST_LOADED or key is None:
-        return least_loaded(cands, estimates, rng)
-    return affinity(cands, estimates, key, c=state.c, ring=state.rings.get(cands))
+        return least_loaded(cands, estimates, rng, weights)
+    return affinity(cands, estimates, key, c=state.c, ring=state.rings.get(cands), weights=weights)
 
 
 POLICIES: tuple[str, ...] = tuple(p.value for p in Policy)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..table.store import Snapshot
 from .match import tier
+from .restrict import Restriction
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,10 @@ def plan(
     allowed_tier: int = 1,
     rng: random.Random,
     exclude: frozenset[str] = frozenset(),
+    restrict: Restriction | None = None,
 ) -> list[Target]:
+    """``restrict``: the client's header restrictions (``restrict.py``); only services it
+    admits are candidates."""
     by_tier: dict[int, list[Target]] = {}
     for entry in snap.routable():
         pid = entry.record.peer_id
@@ -38,6 +42,10 @@ def plan(
         best: Target | None = None
         for svc in entry.record.services:
             if svc.status != "ready" or (service is not None and svc.name != service):
+                continue
+            if restrict is not None and not restrict.admits(
+                svc.identity_groups, entry.record.labels
+            ):
                 continue
             t = tier(svc.identity_groups, model)
             if t is not None and t <= allowed_tier and (best is None or t < best.tier):

@@ -21,6 +21,17 @@ DRAINING = "draining"
 LEFT = "left"
 STATUSES = (READY, DRAINING, LEFT)
 
+# Reachability (``--reachability``): whether other nodes can dial this one. A private node
+# names the reachable nodes that relay for it (``relays``, peer IDs); see ``overlay/relay``.
+PUBLIC = "public"
+PRIVATE = "private"
+REACHABILITY = (PUBLIC, PRIVATE)
+
+MAX_LABELS = 64
+MAX_LABEL_KEY = 63
+MAX_LABEL_VALUE = 256
+MAX_RELAYS = 8
+
 
 class RecordError(ValueError):
     """A record could not be decoded or is not well formed."""
@@ -67,8 +78,26 @@ class NodeRecord:
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     grant: bytes = b""
     """The authority's grant for this peer (``access/grant``); empty in an open pool."""
+    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    """What runs where, for people and routing: ``site``, ``hostname``, ``arch``,
+    ``slurm_job_id``, ``expires_at``, ``framework``, ``--label key=value``... Self-declared
+    (signed by the node, not vouched for by the authority)."""
+    reachability: str = PUBLIC
+    relays: tuple[str, ...] = ()
+    """A private node's relays: peer IDs of reachable nodes it holds a connection to."""
 
     def encode(self) -> bytes:
+        # Fields after ``extra`` are optional: trailing defaults are left out, so a record of
+        # an open, single-site pool encodes as it did before they existed.
+        tail: list[object] = [
+            self.grant,
+            sorted(self.labels.items()),
+            self.reachability,
+            list(self.relays),
+        ]
+        defaults: list[object] = [b"", [], PUBLIC, []]
+        while tail and tail[-1] == defaults[len(tail) - 1]:
+            tail.pop()
         return msgpack.packb(
             [
                 RECORD_FORMAT,
@@ -84,7 +113,7 @@ class NodeRecord:
                 self.load,
                 self.software,
                 sorted(self.extra.items()),
-                *([self.grant] if self.grant else []),
+                *tail,
             ],
             use_bin_type=True,
         )
@@ -116,6 +145,13 @@ class NodeRecord:
             grant = items[13] if len(items) > 13 else b""
             if not isinstance(grant, bytes):
                 raise RecordError("grant must be bytes")
+            labels = items[14] if len(items) > 14 else []
+            reachability = items[15] if len(items) > 15 else PUBLIC
+            relays = items[16] if len(items) > 16 else []
+            if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+                raise RecordError(f"labels must be a list of at most {MAX_LABELS} pairs")
+            if not isinstance(relays, list) or len(relays) > MAX_RELAYS:
+                raise RecordError(f"relays must be a list of at most {MAX_RELAYS} peer IDs")
             rec = cls(
                 peer_id=str(peer_id),
                 version=int(version),
@@ -133,6 +169,9 @@ class NodeRecord:
                 software=str(software),
                 extra={str(k): str(v) for k, v in extra},
                 grant=grant,
+                labels={str(k): str(v) for k, v in labels},
+                reachability=str(reachability),
+                relays=tuple(str(r) for r in relays),
             )
         except RecordError:
             raise
@@ -146,6 +185,14 @@ class NodeRecord:
             raise RecordError(f"malformed record: {exc}") from exc
         if rec.status not in STATUSES:
             raise RecordError(f"unknown status {rec.status!r}")
+        if rec.reachability not in REACHABILITY:
+            raise RecordError(f"unknown reachability {rec.reachability!r}")
+        for k, v in rec.labels.items():
+            if not (0 < len(k) <= MAX_LABEL_KEY and len(v) <= MAX_LABEL_VALUE):
+                raise RecordError(
+                    f"label {k[:MAX_LABEL_KEY]!r}: keys are 1-{MAX_LABEL_KEY} characters, "
+                    f"values at most {MAX_LABEL_VALUE}"
+                )
         if not (0 <= rec.version < 2**63 and 0 <= rec.load < 2**31):
             raise RecordError("version and load must be non-negative 63/31-bit integers")
         return rec

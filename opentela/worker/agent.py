@@ -2,6 +2,8 @@
 
 The probe and load loops run for the node's lifetime: a ``--subprocess`` backend that exits is
 restarted (``supervisor.py``) and must be advertised again, with its models, once it answers.
+The ``status`` (pending/ready) and ``framework`` labels follow the same probe. A follower of
+a multi-node replica (``platform/labels.py``) watches its backend but advertises no service.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import structlog
 import trio
 
 from ..aio_bridge import to_aio
+from ..platform.labels import backend_labels
 from ..table.record import READY, Service
 from ..table.sync import TableSync
 from .backend import Backend, BackendError
@@ -33,8 +36,15 @@ class WorkerAgent:
         backend: Backend,
         service_name: str,
         extra_groups: tuple[str, ...] = (),
+        *,
+        advertise: bool = True,
+        fixed_labels: frozenset[str] = frozenset(),
     ) -> None:
         self.sync = sync
+        self.advertise = advertise
+        """False on a follower of a multi-node replica: its backend is watched (status label,
+        restarts) but no service is advertised and nothing is served; only the leader serves."""
+        self.fixed_labels = fixed_labels  # keys set by --label: status/framework stay the user's
         self.server = server
         self.backend = backend
         self.service_name = service_name
@@ -98,12 +108,21 @@ class WorkerAgent:
                 self.sync.publish_load(current, direct_to=self.server.recent_clients(now))
 
     def _publish(self) -> None:
-        self.server.available = self.health.up
+        self.server.available = self.health.up and self.advertise
         if self.health.models:
             self._last_models = self.health.models
         self.published_load = self.current_load(None)
-        self.sync.update(services=(self.service(),), load=self.published_load)
-        if self.health.up:
+        labels = backend_labels(
+            self.sync.own.labels,
+            self.fixed_labels,
+            up=self.health.up,
+            framework=self.backend.framework,
+        )
+        services = (self.service(),) if self.advertise else ()
+        self.sync.update(services=services, load=self.published_load, labels=labels)
+        if not self.advertise:
+            log.info("service.not_advertised", reason="follower", backend_up=self.health.up)
+        elif self.health.up:
             log.info(
                 "service.advertised", service=self.service_name, models=list(self.health.models)
             )

@@ -7,6 +7,7 @@ import json
 import aiohttp
 
 from ..httpheaders import CLIENT_CREDENTIALS
+from .framework import framework_of_answer
 from .metrics import BackendLoad
 from .metrics import parse as parse_metrics
 
@@ -27,6 +28,9 @@ class Backend:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key  # --service.api-key: never logged, never in an error message
         self._session: aiohttp.ClientSession | None = None
+        self.framework = ""
+        """What the backend's last ``/v1/models`` answer says it is (``worker/framework.py``);
+        "" until it says."""
 
     async def open(self) -> None:
         # The worker's own key rides on every request of this session: forwarded ones, the
@@ -54,8 +58,9 @@ class Backend:
         return self._session
 
     async def list_models(self, timeout_s: float = 3.0) -> tuple[str, ...]:
-        """``GET /v1/models`` doubles as the health probe (llama.cpp's server has no /health).
-        Errors name the full URL: a base URL given with a path shows up doubled there."""
+        """``GET /v1/models`` doubles as the health probe (llama.cpp's server has no /health)
+        and tells which framework answers (``framework``). Errors name the full URL: a base
+        URL given with a path shows up doubled there."""
         url = f"{self.base_url}/v1/models"
         try:
             async with self.session.get(
@@ -64,6 +69,7 @@ class Backend:
                 if resp.status != 200:
                     raise BackendError(f"GET {url} answered {resp.status}")
                 data = json.loads(await resp.read())
+                server = resp.headers.get("Server", "")
         except TimeoutError as exc:
             raise BackendError(f"GET {url}: no answer in {timeout_s:g}s") from exc
         except aiohttp.ClientError as exc:
@@ -73,6 +79,7 @@ class Backend:
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise BackendError(f"GET {url} has no 'data' list")
+        self.framework = framework_of_answer(data, server) or self.framework
         return tuple(str(m["id"]) for m in items if isinstance(m, dict) and "id" in m)
 
     async def read_load(self, path: str, timeout_s: float = 1.0) -> BackendLoad | None:

@@ -14,6 +14,7 @@ import trio
 from ..aio_bridge import to_aio
 from ..config import Config
 from ..overlay.host import Host
+from ..platform.labels import is_follower, user_labels
 from ..table.sync import TableSync
 from .agent import WorkerAgent
 from .backend import Backend
@@ -27,7 +28,13 @@ class WorkerSide:
         self.backend = Backend(cfg.backend_url, cfg.service_api_key)
         self.server = ForwardServer(self.backend, service, peer_id, cfg.service_allow_path)
         self.agent = WorkerAgent(
-            sync, self.server, self.backend, service, cfg.service_identity_group
+            sync,
+            self.server,
+            self.backend,
+            service,
+            cfg.service_identity_group,
+            advertise=not is_follower(sync.own.labels),
+            fixed_labels=frozenset(user_labels(cfg.label)),
         )
         self.supervisor = (
             BackendSupervisor(cfg.subprocess, cfg.subprocess_restart, self.agent)

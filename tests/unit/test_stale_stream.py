@@ -30,13 +30,22 @@ class _Stream:
 class _Pool:
     """Holds one idle stream that fails with ``first``; new streams answer."""
 
-    def __init__(self, first: BaseException) -> None:
+    def __init__(self, first: BaseException, via: str | None = None) -> None:
         self.idle = [_Stream(first)]
         self.acquired: list[bool] = []  # fresh? per acquire
         self.discarded = 0
+        self.via = via  # the relay that carried the last stream (``StreamPool.relay_of``)
+        self.relays_failed: list[str] = []
 
     def idle_for(self, peer_id: str) -> int:
         return len(self.idle)
+
+    def relay_of(self, peer_id: str) -> str | None:
+        return self.via
+
+    def relay_failed(self, peer_id: str, relay_id: str) -> None:
+        self.relays_failed.append(relay_id)
+        self.via = None
 
     async def acquire(self, peer_id: str, fresh: bool = False) -> _Stream:
         self.acquired.append(fresh)
@@ -58,7 +67,8 @@ def _exchange(pool: _Pool) -> list[framing.Frame]:
         return frames
 
     out = trio.run(main)
-    assert fwd.stats.stale_streams == (1 if pool.acquired == [False, True] else 0)
+    retried = pool.acquired == [False, True]
+    assert fwd.stats.stale_streams + fwd.stats.relay_retries == (1 if retried else 0)
     return out
 
 
@@ -78,3 +88,20 @@ def test_no_second_try_for_a_slow_or_dead_peer(failure: StreamFailed) -> None:
     with pytest.raises(type(failure)):
         _exchange(pool)
     assert pool.acquired == [False]
+
+
+def test_a_stream_broken_at_its_relay_is_retried_through_another() -> None:
+    """A fresh (not reused) stream through a relay that died: the relay is marked failed and
+    the request goes once more, on a new stream (``open_stream`` then picks another relay)."""
+    pool = _Pool(StreamFailed("stream from peer ended: StreamReset()"), via="R1")
+    pool.idle = []  # nothing pooled: the failing stream is the fresh one
+    first = _Stream(StreamFailed("stream from peer ended: StreamReset()"))
+    streams = [first, _Stream(None)]
+
+    async def acquire(peer_id: str, fresh: bool = False) -> _Stream:
+        pool.acquired.append(fresh)
+        return streams.pop(0)
+
+    pool.acquire = acquire  # type: ignore[method-assign]
+    assert _exchange(pool) == ANSWER
+    assert pool.acquired == [False, True] and pool.relays_failed == ["R1"]

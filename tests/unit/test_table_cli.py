@@ -96,7 +96,8 @@ def test_columns_and_backend_health() -> None:
     text = _fmt_table(pool(), NOW)
     header = text.splitlines()[0].split()
     assert header == [
-        "PEER", "ROLE", "STATUS", "STATE", "BACKEND", "MODELS", "GPUS", "LOAD", "SEEN", "SLURM", "JOB"
+        "PEER", "ROLE", "STATUS", "STATE", "BACKEND", "MODELS", "GPUS", "LOAD", "SEEN", "SLURM", "JOB",
+        "SITE", "EXPIRES", "LABELS",
     ]  # fmt: skip
     r = rows(text)
     assert r[short(UP)][1:6] == ["worker", "ready", "alive", "up", "a,b,+2"]
@@ -156,7 +157,8 @@ def test_wide_prints_whole_ids_every_model_and_the_http_address() -> None:
 
 def test_empty_table() -> None:
     assert _fmt_table({}, NOW).split() == [
-        "PEER", "ROLE", "STATUS", "STATE", "BACKEND", "MODELS", "GPUS", "LOAD", "SEEN", "SLURM", "JOB"
+        "PEER", "ROLE", "STATUS", "STATE", "BACKEND", "MODELS", "GPUS", "LOAD", "SEEN", "SLURM", "JOB",
+        "SITE", "EXPIRES", "LABELS",
     ]  # fmt: skip
 
 

@@ -31,6 +31,10 @@ The protocol
 - A suspicion expires into Dead after the Lifeguard timeout (``suspicion.py``), which shrinks
   as other members independently confirm it. Both timeouts stretch with our own ill health
   (``awareness.py``).
+- Each Ack answering one of our Pings is a round-trip sample of its sender (``rtt.py``). The
+  direct probe timeout, the indirect probe's window (two legs), a helper's Nack timer and
+  suspicions adapt to those round trips, so a member across a slow link is neither probed
+  with a LAN timeout nor given a LAN-sized time to refute.
 - A member that hears it is suspected (or declared dead) refutes: it bumps its incarnation and
   broadcasts Alive. For any member, news at a higher incarnation wins; at equal incarnation
   Dead and Left beat Suspect, which beats Alive. Left is final for its incarnation: a node
@@ -80,10 +84,20 @@ from .messages import (
     update_size,
 )
 from .queue import BroadcastQueue
+from .rtt import (
+    RttEstimate,
+    direct_timeout_s,
+    indirect_window_s,
+    leg_s,
+    nack_timeout_s,
+    observe,
+    suspicion_allowance_s,
+)
 from .suspicion import Suspicion
 
 INTRODUCTION_REFRESHES = 8  # other members' Alive in an introduction, budget permitting
 MAX_RELAYS = 256  # PingReqs we serve at once; more are dropped (a peer cannot exhaust memory)
+MAX_PINGS_OUT = 64  # Pings remembered for their round trip; the oldest is forgotten first
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -94,8 +108,10 @@ class MembershipConfig:
     """Knobs of the failure detector. The defaults target a LAN or loopback pool of up to ~25
     nodes: a kill -9 noticed by every node within 3 s (p99), and no false Down under 10 %
     packet loss in both directions. ``tests/sim/test_membership_sim.py`` checks both. Across
-    sites (WAN), raise ``probe_interval_s`` and ``probe_timeout_s`` together (e.g. 1 s and
-    0.5 s): everything else scales from them.
+    sites (WAN) the timeouts toward each member adapt to its measured round trip
+    (``adapt_to_rtt``, ``rtt.py``): a 40 ms link with 1 % loss needs no change
+    (``tests/sim/test_wan_membership.py``, docs/wan.md); raise ``probe_interval_s`` (and
+    ``probe_timeout_s`` with it) only for round trips near the interval.
 
     Time for *every* node to mark a killed one Down is the sum of
 
@@ -181,6 +197,16 @@ class MembershipConfig:
     """A tick this much later than the earliest deadline means our process stalled (GC, SIGSTOP,
     a blocked event loop): overdue timers are postponed by one interval instead of expiring,
     so the input that queued up meanwhile is handled first."""
+
+    adapt_to_rtt: bool = True
+    """Let measured round trips stretch the timeouts toward each member (``rtt.py``): the
+    direct probe timeout up to 0.8 of the interval, the probe's deadline to cover an indirect
+    probe's two legs, a helper's Nack timer, and each suspicion by two round trips. On a LAN
+    nothing changes (round trips are far below the configured timeouts). False gives the
+    fixed timeouts, for comparison: at 40 ms one way and 1 % loss, 4 real nodes in 3 sites
+    raised 24 false suspicion reports in 60 s with them and none adapted, and 9 simulated
+    nodes 34 in 10 minutes at these defaults (docs/wan.md). Round trips are measured either
+    way (``Membership.rtt``)."""
 
     initial_incarnation: int = 0
     """Our incarnation at start. Use something monotonic across restarts, such as
@@ -289,6 +315,7 @@ class _Probe:
     timeout_s: float  # direct Ack due; then go indirect
     deadline_s: float  # any Ack due; then suspect
     indirect: bool = False
+    retry_seq: int = 0  # the direct retry's own seq, so its Ack is a clean round-trip sample
     helpers: tuple[str, ...] = ()
     nacks: frozenset[str] = frozenset()
 
@@ -313,6 +340,9 @@ class _Seed:
 
 @dataclass
 class _Outbox:
+    """The effects of one input, and the time of that input (for Pings sent deep inside)."""
+
+    now_s: float
     effects: list[Effect] = field(default_factory=list)
 
     def add(self, effect: Effect) -> None:
@@ -355,6 +385,8 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._seeds: dict[str, _Seed] = {}
         self._told_alive: set[str] = set()  # got our current Alive directly (see _refute)
+        self._rtt: dict[str, RttEstimate] = {}
+        self._pings_out: dict[int, tuple[str, float]] = {}  # seq -> (to, sent at), for RTT
         self._wake_s = math.inf  # no timer armed yet, so no first tick can look like a stall
         self._dirty = True
         # Announce ourselves to whoever we talk to first.
@@ -388,6 +420,28 @@ class Membership:
         ``Member.changed_s`` it moves on every exchange, so a healthy member reads as recent."""
         return self._heard.get(member_id)
 
+    def rtt(self, member_id: str) -> float | None:
+        """Smoothed round trip to ``member_id`` in seconds, from our Pings and its Acks (no
+        extra traffic); ``None`` before the first sample, or once its tombstone is gone."""
+        est = self._rtt.get(member_id)
+        return est.srtt_s if est is not None else None
+
+    def rtt_estimate(self, member_id: str) -> RttEstimate | None:
+        """Smoothed round trip and deviation (what the timeouts use), or ``None``."""
+        return self._rtt.get(member_id)
+
+    def rtt_stats(self) -> dict[str, float | int]:
+        """For a node's stats: how many members have a measured round trip, and the smallest
+        and largest smoothed one (milliseconds): a pool across sites shows both."""
+        srtts = [e.srtt_s for mid, e in self._rtt.items() if mid in self._members]
+        if not srtts:
+            return {"rtt_known": 0}
+        return {
+            "rtt_known": len(srtts),
+            "srtt_min_ms": round(1000 * min(srtts), 2),
+            "srtt_max_ms": round(1000 * max(srtts), 2),
+        }
+
     def alive_ids(self) -> list[str]:
         return sorted(i for i, m in self._members.items() if m.state is MemberState.ALIVE)
 
@@ -412,7 +466,7 @@ class Membership:
             self._dirty = False
         elif now_s < self._wake_s:
             return []
-        out = _Outbox()
+        out = _Outbox(now_s)
         if now_s - self._wake_s > self.config.stall_threshold_s:
             self._recover_from_stall(now_s)
         self._tick_relays(now_s, out)
@@ -433,7 +487,7 @@ class Membership:
         if msg.from_id != from_id or from_id == self.self_id:
             return []
         self._dirty = True
-        out = _Outbox()
+        out = _Outbox(now_s)
         known = self._members.get(from_id)
         for update in msg.piggyback:
             self._apply(update, from_id, now_s, rng, out)
@@ -466,7 +520,7 @@ class Membership:
         m = self._members.get(member_id)
         if m is not None and m.state in _PROBED:
             return []
-        out = _Outbox()
+        out = _Outbox(now_s)
         if m is None:
             self._seeds[member_id] = _Seed(tuple(addrs), 1, now_s + self.config.join_retry_s)
         self._introduce(member_id, out)
@@ -486,10 +540,10 @@ class Membership:
         self._queue.queue(left)
         self._probe = None
         self._seeds.clear()
-        out = _Outbox()
+        out = _Outbox(now_s)
         for mid, m in self._members.items():
             if m.state in _PROBED:
-                out.add(self._ping(mid, self._next_seq(), front=[left]))
+                out.add(self._ping(mid, self._next_seq(), now_s, front=[left]))
         return out.effects
 
     # -- messages --------------------------------------------------------------------------------
@@ -520,8 +574,9 @@ class Membership:
         out.add(Send(sender, Ack(msg.seq, self.self_id, pb)))
 
     def _on_ack(self, msg: Ack, now_s: float, out: _Outbox) -> None:
+        self._sample_rtt(msg, now_s)
         p = self._probe
-        if p is not None and msg.seq == p.seq:
+        if p is not None and (msg.seq == p.seq or (p.indirect and msg.seq == p.retry_seq)):
             if msg.from_id == p.target and now_s <= p.timeout_s:
                 self._awareness = self._awareness.apply(-1)
             if p.target in self._members:
@@ -541,14 +596,21 @@ class Membership:
             return
         seq = self._next_seq()
         # The nack timer uses our own unscaled probe timeout, as memberlist: the requester
-        # judges its health by whether we answer at all, not by how fast.
+        # judges its health by whether we answer at all, not by how fast. Across a slow link
+        # it waits for one measured round trip to the target instead.
+        cfg = self.config
+        nack_s, expire_s = cfg.probe_timeout_s, cfg.probe_interval_s
+        if cfg.adapt_to_rtt:
+            est = self._rtt.get(msg.target_id)
+            nack_s = nack_timeout_s(est, cfg.probe_timeout_s, cfg.probe_interval_s)
+            expire_s = max(expire_s, 2 * leg_s(est, cfg.probe_interval_s))
         self._relays[seq] = _Relay(
             requester=msg.from_id,
             seq=msg.seq,
-            nack_s=now_s + self.config.probe_timeout_s,
-            expire_s=now_s + self.config.probe_interval_s,
+            nack_s=now_s + nack_s,
+            expire_s=now_s + expire_s,
         )
-        out.add(self._ping(msg.target_id, seq))
+        out.add(self._ping(msg.target_id, seq, now_s))
 
     # -- updates ---------------------------------------------------------------------------------
 
@@ -623,6 +685,9 @@ class Membership:
             suspicion_mult=self.config.suspicion_mult,
             max_timeout_mult=self.config.suspicion_max_timeout_mult,
             probe_interval_s=self.config.probe_interval_s,
+            allowance_s=suspicion_allowance_s(self._rtt.get(mid), self.config.probe_interval_s)
+            if self.config.adapt_to_rtt
+            else 0.0,
         )
         self._queue.queue(u)
         out.add(MemberSuspect(mid, u.incarnation))
@@ -689,7 +754,7 @@ class Membership:
         for to in dict.fromkeys(to_ids):
             if to and to != self.self_id and to not in self._told_alive:
                 self._told_alive.add(to)
-                out.add(self._ping(to, self._next_seq(), front=[self._self_alive()]))
+                out.add(self._ping(to, self._next_seq(), out.now_s, front=[self._self_alive()]))
 
     # -- timers ------------------------------------------------------------------------------------
 
@@ -707,8 +772,20 @@ class Membership:
             for h in helpers:
                 pb = self._piggyback(h)
                 out.add(Send(h, PingReq(p.seq, self.self_id, p.target, pb)))
-            out.add(self._ping(p.target, p.seq))  # a second chance for a lost Ping or Ack
-            p = self._probe = replace(p, indirect=True, helpers=helpers)
+            retry = self._next_seq()
+            out.add(self._ping(p.target, retry, now_s))  # a second chance for a lost Ping or Ack
+            deadline_s = p.deadline_s
+            if self.config.adapt_to_rtt:
+                # The indirect Acks travel two legs: wait for them even past the interval.
+                window_s = indirect_window_s(
+                    self._rtt.get(p.target),
+                    [self._rtt.get(h) for h in helpers],
+                    self.config.probe_interval_s,
+                )
+                deadline_s = max(deadline_s, now_s + self._awareness.scale(window_s))
+            p = self._probe = replace(
+                p, indirect=True, helpers=helpers, retry_seq=retry, deadline_s=deadline_s
+            )
         if p is not None and now_s >= p.deadline_s:
             self._probe = None
             # Lifeguard: helpers that did not even nack suggest the problem is ours.
@@ -723,15 +800,20 @@ class Membership:
                 self._next_probe_s = now_s + self.config.probe_interval_s
                 return
             seq = self._next_seq()
-            interval = self._awareness.scale(self.config.probe_interval_s)
+            cfg = self.config
+            interval = self._awareness.scale(cfg.probe_interval_s)
+            timeout = cfg.probe_timeout_s
+            if cfg.adapt_to_rtt:
+                est = self._rtt.get(target)
+                timeout = direct_timeout_s(est, cfg.probe_timeout_s, cfg.probe_interval_s)
             self._probe = _Probe(
                 target=target,
                 seq=seq,
-                timeout_s=now_s + self._awareness.scale(self.config.probe_timeout_s),
+                timeout_s=now_s + self._awareness.scale(timeout),
                 deadline_s=now_s + interval,
             )
             self._next_probe_s = now_s + interval
-            out.add(self._ping(target, seq, refresh=1))
+            out.add(self._ping(target, seq, now_s, refresh=1))
 
     def _tick_relays(self, now_s: float, out: _Outbox) -> None:
         for seq, r in list(self._relays.items()):
@@ -761,7 +843,7 @@ class Membership:
             # all, it refutes, and its Ack tells us whether *we* are dead in its eyes. Kept
             # small (no refreshes): most of these go to members that really are dead.
             target = rng.choice(dead)
-            out.add(self._ping(target, self._next_seq(), front=[self._self_alive()]))
+            out.add(self._ping(target, self._next_seq(), now_s, front=[self._self_alive()]))
 
     def _tick_seeds(self, now_s: float, out: _Outbox) -> None:
         for mid, seed in list(self._seeds.items()):
@@ -782,6 +864,7 @@ class Membership:
         ]:
             del self._members[mid]
             self._heard.pop(mid, None)
+            self._rtt.pop(mid, None)
 
     def _recover_from_stall(self, now_s: float) -> None:
         """We did not run for a while. Whatever timed out meanwhile says nothing about the
@@ -821,6 +904,22 @@ class Membership:
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    def _sample_rtt(self, msg: Ack, now_s: float) -> None:
+        """An Ack straight from the member we pinged under its seq: one round-trip sample.
+
+        Not after we stalled (the Ack waited in our own input queue: the time says nothing
+        about the path), and not for strangers (a seed that has not introduced itself).
+        """
+        sent = self._pings_out.get(msg.seq)
+        if sent is None or sent[0] != msg.from_id:
+            return  # unknown seq, or a helper relaying an Ack (not a round trip to it)
+        del self._pings_out[msg.seq]
+        if msg.from_id not in self._members or now_s - self._wake_s > self.config.stall_threshold_s:
+            return
+        self._rtt[msg.from_id] = observe(
+            self._rtt.get(msg.from_id), now_s - sent[1], self.config.probe_interval_s
+        )
 
     def _self_alive(self) -> Alive:
         return Alive(self.self_id, self._incarnation, self.addrs)
@@ -915,13 +1014,25 @@ class Membership:
         return out
 
     def _ping(
-        self, to_id: str, seq: int, front: Sequence[Update] = (), *, refresh: int = 0
+        self,
+        to_id: str,
+        seq: int,
+        now_s: float,
+        front: Sequence[Update] = (),
+        *,
+        refresh: int = 0,
     ) -> Send:
+        """A Ping, remembered (bounded) so that its Ack gives a round-trip sample."""
         pb = self._piggyback(to_id, front, refresh=refresh)
+        self._pings_out[seq] = (to_id, now_s)
+        if len(self._pings_out) > MAX_PINGS_OUT:
+            del self._pings_out[next(iter(self._pings_out))]
         return Send(to_id, Ping(seq, self.self_id, self._incarnation, pb))
 
     def _introduce(self, to_id: str, out: _Outbox) -> None:
         """An unsolicited Ping carrying our own Alive and as many other members as fit (the
-        recipient may know nobody yet); its Ack is ignored (unknown seq)."""
+        recipient may know nobody yet); its Ack is only a round-trip sample."""
         front = [self._self_alive()]
-        out.add(self._ping(to_id, self._next_seq(), front, refresh=INTRODUCTION_REFRESHES))
+        out.add(
+            self._ping(to_id, self._next_seq(), out.now_s, front, refresh=INTRODUCTION_REFRESHES)
+        )

@@ -92,7 +92,11 @@ class Suspicion:
         suspicion_mult: int,
         max_timeout_mult: float,
         probe_interval_s: float,
+        allowance_s: float = 0.0,
     ) -> Suspicion:
+        """``allowance_s`` is added to both the minimum and the maximum: time for the
+        refutation to travel (``rtt.suspicion_allowance_s``), which confirmations do not
+        shorten."""
         min_s = suspicion_timeout(n, suspicion_mult, probe_interval_s)
         return cls(
             member=member,
@@ -100,8 +104,8 @@ class Suspicion:
             accuser=accuser,
             started_s=now_s,
             k=confirmations_wanted(suspicion_mult, n),
-            min_s=min_s,
-            max_s=max_timeout_mult * min_s,
+            min_s=min_s + allowance_s,
+            max_s=max_timeout_mult * min_s + allowance_s,
             accusers=frozenset({accuser}),
         )
 

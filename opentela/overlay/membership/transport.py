@@ -66,6 +66,8 @@ class MemoryNetwork:
     first, as a woken process would read its socket before its timers fire.
 
     - ``loss``: probability that any one message is dropped (each direction independently).
+    - ``link(a, b, delay_s, jitter_s)``: messages between a member of ``a`` and one of ``b``
+      take that long instead (sites: short links inside, a WAN link between).
     - ``partition(a, b)``: no message passes between a member of ``a`` and one of ``b``.
     - ``kill(id)``: the node stops and everything sent to it is lost (kill -9).
     - ``pause(id)`` / ``resume(id)``: the node stops ticking; messages to it wait and are all
@@ -97,6 +99,7 @@ class MemoryNetwork:
         self._running: set[str] = set()
         self._paused: dict[str, list[tuple[str, bytes]]] = {}
         self._blocked: set[tuple[str, str]] = set()
+        self._links: dict[tuple[str, str], tuple[float, float]] = {}  # (from, to) -> delay, jitter
         # (at_s, order, to_id, from_id, data); data None is a tick of to_id (deadline mode).
         self._heap: list[tuple[float, int, str, str, bytes | None]] = []
         self._counter = 0
@@ -156,6 +159,16 @@ class MemoryNetwork:
         a, b = list(side_a), list(side_b)
         self._blocked.update((x, y) for x in a for y in b)
         self._blocked.update((y, x) for x in a for y in b)
+
+    def link(
+        self, side_a: Iterable[str], side_b: Iterable[str], delay_s: float, jitter_s: float = 0.0
+    ) -> None:
+        """Messages between ``side_a`` and ``side_b`` (both ways) take ``delay_s`` plus up to
+        ``jitter_s``, instead of the network's defaults."""
+        a, b = list(side_a), list(side_b)
+        for x in a:
+            for y in b:
+                self._links[x, y] = self._links[y, x] = (delay_s, jitter_s)
 
     def heal(self) -> None:
         self._blocked.clear()
@@ -230,6 +243,7 @@ class MemoryNetwork:
             self.messages_sent[node_id] += 1
             if (node_id, e.to_id) in self._blocked or self._rng.random() < self.loss:
                 continue
-            at_s = self.now_s + self.delay_s + self._rng.uniform(0.0, self.jitter_s)
+            delay_s, jitter_s = self._links.get((node_id, e.to_id), (self.delay_s, self.jitter_s))
+            at_s = self.now_s + delay_s + self._rng.uniform(0.0, jitter_s)
             self._counter += 1
             heapq.heappush(self._heap, (at_s, self._counter, e.to_id, node_id, data))
