@@ -72,9 +72,7 @@ class Reachability:
         self.service = RelayService(
             host,
             offering=lambda: self.state == PUBLIC and cfg.effective_role in RELAY_ROLES,
-            is_private=lambda pid: (
-                self._reach_of(pid) is not None and self._reach_of(pid).reachability == PRIVATE
-            ),  # type: ignore[union-attr]
+            is_private=lambda pid: getattr(self._reach_of(pid), "reachability", "") == PRIVATE,
         )
         self.client = RelayClient(host, self._candidates, alive, self._relays_changed)
         self.dialback = DialBack(host, self._announced)
