@@ -11,7 +11,9 @@ import time
 from conftest import Cluster, Node, http_json, wait_for
 
 CAP = 4
-SLACK = 2  # connections a node opened since the last sweep (its probe, probes it received)
+# Connections a node opened since the last sweep: its probe, probes it received, and on a
+# starved machine an indirect probe's helper (CI saw CAP + 3 on 2 busy cores, now and then).
+SLACK = 3
 ARGS = ("--p2p.max-connections", str(CAP), "--probe-interval", "3")
 
 
