@@ -163,6 +163,7 @@ A pool of {self.workers} llama.cpp worker(s) serving {self.alias!r} is up behind
   Base URL:  {self.base}/v1
   Status:    {self.base}/   (in a terminal: opentela-node top --url {self.base})
   Pool:      opentela-node table --url {self.base}
+  Metrics:   {self.base}/metrics   (Prometheus; deploy/prometheus, docs/metrics.md)
   Logs:      {self.tmp}
 
   curl {self.base}/v1/chat/completions -H 'Content-Type: application/json' \\

@@ -31,6 +31,9 @@ from .gateway.auth import AuthGate
 from .gateway.balancer import Balancer
 from .gateway.forward import Forwarder
 from .gateway.usage import UsageRecorder, UsageWriter
+from .metrics.collect import NodeCollector
+from .metrics.endpoint import NodeMetrics
+from .metrics.requests import RequestMetrics
 from .overlay import identity, pnet
 from .overlay.host import Host, open_host
 from .platform import slurm
@@ -140,6 +143,31 @@ async def stop_node(
             stopping.cancel_scope.cancel()
     if stop_scope.cancelled_caught:
         log.warning("node.stop_deadline", detail="shutdown steps cut at the --drain-timeout bound")
+
+
+def node_metrics(
+    member: PoolMember,
+    forwarder: Forwarder,
+    worker: WorkerSide | None,
+    stats: Callable[[], dict[str, Any]],
+) -> NodeMetrics:
+    """The metrics component (``/metrics``): counters the components keep, read at scrape."""
+    requests = RequestMetrics()
+
+    def info() -> dict[str, str]:
+        own = member.sync.own
+        return {
+            "peer_id": own.peer_id,
+            "role": own.role,
+            "version": __version__,
+            "site": own.labels.get("site", ""),
+            "reachability": own.reachability,
+        }
+
+    collector = NodeCollector(
+        stats, member.snapshot, info, forwarder, worker, lambda: requests.in_flight
+    )
+    return NodeMetrics(requests, collector, member.snapshot)
 
 
 class StartupError(Exception):
@@ -382,6 +410,7 @@ async def run(cfg: Config, http_worker: bool = False) -> int:
                     auth,
                     usage=UsageRecorder(usage.add),
                     usage_store=usage_store,
+                    metrics=node_metrics(member, forwarder, worker, stats),
                 )
                 try:
                     edge = HttpWorkers(cfg, peer_id)

@@ -30,6 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _plots
+
 ROOT = Path(__file__).resolve().parents[1]
 
 EXCHANGE = r"""
@@ -170,25 +173,19 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"JSON: {out}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("PNG: skipped (matplotlib missing: pip install -e '.[bench]')")
+    plt = _plots.pyplot()
+    if plt is None:
         return 0
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    labels = ["libp2p exchange", "asyncio→trio crossing"]
-    x = range(len(labels))
-    ax.bar([i - 0.2 for i in x], [orig, theirs], 0.4, label="py-libp2p / trio-asyncio")
-    ax.bar([i + 0.2 for i in x], [fast, ours], 0.4, label="opentela")
-    ax.set_xticks(list(x), labels)
+    _plots.grouped_bars(
+        ax,
+        ["libp2p exchange", "asyncio→trio crossing"],
+        {"py-libp2p / trio-asyncio": [orig, theirs], "opentela": [fast, ours]},
+        fmt=lambda v: f"{v:.0f}",
+    )
     ax.set_ylabel("CPU µs per call")
-    ax.legend()
-    fig.tight_layout()
-    png = out.with_suffix(".png")
-    fig.savefig(png, dpi=120)
+    ax.set_title(f"CPU per call, before vs now, same run ({_plots.machine()})")
+    png = _plots.save(plt, fig, out.with_suffix(".png"))
     print(f"PNG: {png}")
     return 0
 

@@ -34,6 +34,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import itertools
 
+import _plots
 from _procs import ProcessGroup, free_port, wait_until
 
 from opentela.demo import DEFAULT_ALIAS, bundled_model, llama_server_command
@@ -156,6 +157,53 @@ def summarise(runs: list[dict]) -> dict[str, float]:
     }
 
 
+def plot(doc: dict, png: Path) -> str | None:
+    """TTFT and inter-token latency CDFs, DIRECT vs OVERLAY, and the tokens/s: at this model
+    size the overlay's cost is within prefill noise, which reads best as curves on top of each
+    other."""
+    plt = _plots.pyplot()
+    if plt is None:
+        return None
+    raw, a = doc["raw"], doc["args"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    colors = {"direct": "#4c72b0", "overlay": "#dd8452"}
+    for name, runs in raw.items():
+        ttft = [r["ttft"] * 1000 for r in runs]
+        _plots.cdf(axes[0], ttft, name.upper(), unit="ms", color=colors[name])
+        itl = [x * 1000 for r in runs for x in r["itl"]]
+        _plots.cdf(axes[1], itl, name.upper(), unit="ms", color=colors[name])
+    _plots.cdf_axes(
+        axes[0],
+        "TTFT (ms)",
+        f"time to first token, c=1, DIRECT vs OVERLAY\n({a['requests']} interleaved requests each)",
+        ylabel="fraction of requests <= x",
+    )
+    _plots.cdf_axes(
+        axes[1],
+        "inter-token latency (ms, log scale)",
+        "inter-token latency, c=1, DIRECT vs OVERLAY",
+        log=True,
+        ylabel="fraction of token gaps <= x",
+    )
+    _plots.grouped_bars(
+        axes[2],
+        ["c=1 decode p50", f"c={a['concurrency']} closed loop"],
+        {
+            n.upper(): [doc[n]["tok_s_p50"], doc["closed_loop"][n]["tokens_per_s"]]
+            for n in ("direct", "overlay")
+        },
+        [colors["direct"], colors["overlay"]],
+        fmt=lambda v: f"{v:.1f}",
+    )
+    axes[2].set_ylabel("tokens/s")
+    axes[2].set_title("decode throughput, DIRECT vs OVERLAY")
+    fig.suptitle(
+        f"SmolLM2-135M on llama.cpp, direct vs through the overlay, {a['max_tokens']} tokens "
+        f"({doc['machine']['nproc']} cores, same run)"
+    )
+    return _plots.save(plt, fig, png)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -243,21 +291,20 @@ def main() -> int:
     print(f"closed-loop errors: {errors}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "when": dt.datetime.now(dt.UTC).isoformat(),
-                "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
-                "args": vars(args),
-                "direct": d,
-                "overlay": o,
-                "closed_loop": result["loop"],
-                "raw": result["c1"],
-            },
-            indent=1,
-        )
-    )
+    doc = {
+        "when": dt.datetime.now(dt.UTC).isoformat(),
+        "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
+        "args": vars(args),
+        "direct": d,
+        "overlay": o,
+        "closed_loop": result["loop"],
+        "raw": result["c1"],
+    }
+    out.write_text(json.dumps(doc, indent=1))
     print(f"JSON: {out}")
+    png = plot(doc, out.with_suffix(".png"))
+    if png:
+        print(f"PNG: {png}")
     return 0
 
 

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _plots
 from _procs import (
     ProcessGroup,
     StartupError,
@@ -366,6 +367,9 @@ def run_sizes(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**_meta(), "results": results}, indent=1))
     print(f"JSON: {out}")
+    png = plot_sizes(results, out.with_suffix(".png"))
+    if png:
+        print(f"PNG: {png}")
     return 0
 
 
@@ -860,7 +864,7 @@ def run_n(args: argparse.Namespace) -> int:
         print(f"\nside by side with {compare}:")
         print_side_by_side(json.loads(compare.read_text())["result"], res, compare.name, out.name)
     png = plot_n(res, out.with_suffix(".png"), compare)
-    print(f"JSON: {out}" + (f"\nPNG: {png}" if png else "\nPNG: matplotlib not installed"))
+    print(f"JSON: {out}" + (f"\nPNG: {png}" if png else ""))
     return 0
 
 
@@ -990,22 +994,9 @@ def print_side_by_side(a: dict[str, Any], b: dict[str, Any], na: str, nb: str) -
         print(f"| {m} | {ra.get(m, '-')} | {rb.get(m, '-')} |")
 
 
-def _cdf(ax: Any, xs: list[float], missing: int, ls: str, label: str) -> None:
-    """Empirical CDF; observers that never saw it keep the curve below 1."""
-    if not xs:
-        return
-    xs = sorted(xs)
-    total = len(xs) + missing
-    ax.plot(xs, [(i + 1) / total for i in range(len(xs))], ls, label=label)
-
-
-def plot_n(r: dict[str, Any], png: Path, compare: Path | None) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+def plot_n(r: dict[str, Any], png: Path, compare: Path | None) -> str | None:
+    plt = _plots.pyplot()
+    if plt is None:
         return None
     runs = [(png.stem, r, "-")]
     if (
@@ -1022,7 +1013,9 @@ def plot_n(r: dict[str, Any], png: Path, compare: Path | None) -> Path | None:
         ):
             if key in res:
                 d = res[key][sub]
-                _cdf(ax[0, 0], d["samples"], d.get("missing", 0), ls, f"{label} ({name})")
+                _plots.cdf(
+                    ax[0, 0], d["samples"], f"{label} ({name})", d.get("missing", 0), linestyle=ls
+                )
         load = res.get("load")
         if load:
             for key, label in (
@@ -1032,7 +1025,9 @@ def plot_n(r: dict[str, Any], png: Path, compare: Path | None) -> Path | None:
             ):
                 d = load.get(key)
                 if d:
-                    _cdf(ax[0, 1], d["samples"], 0, ls, f"load visible {label} ({name})")
+                    _plots.cdf(
+                        ax[0, 1], d["samples"], f"load visible {label} ({name})", linestyle=ls
+                    )
         short = "base" if "baseline" in name else name.rsplit("_", 1)[-1]
         for axis, key, unit in (
             (ax[1, 0], "tcp_p2p_bps", "TCP bytes/s sent per node (libp2p)"),
@@ -1072,10 +1067,50 @@ def plot_n(r: dict[str, Any], png: Path, compare: Path | None) -> Path | None:
         if a_.get_legend_handles_labels()[0]:
             a_.legend(fontsize=7)
     fig.suptitle(f"opentela membership + table, N={r['n']} real processes on loopback (2 cores)")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
+    return _plots.save(plt, fig, png)
+
+
+def plot_sizes(results: list[dict[str, Any]], png: Path) -> str | None:
+    """The ``--sizes`` run: detection and dissemination as CDFs over every observer (one curve
+    per N, so "flat in N" reads as curves on top of each other) and idle bytes per node."""
+    plt = _plots.pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4.2))
+    for k, r in enumerate(results):
+        _plots.cdf(ax[0], r["detect_s"]["samples"], f"N={r['n']}", unit="s")
+        _plots.cdf(ax[1], r["spread_s"]["samples"], f"N={r['n']}", unit="s")
+        per_node = r["idle_bytes_per_s"]["per_node"]
+        ax[2].scatter([k] * len(per_node), per_node, alpha=0.5, label=f"N={r['n']}")
+    kills = {len(r["detect_everyone_s"]["per_kill"]) for r in results}
+    ax[0].axvline(TARGET_DETECT_P99_S, color="k", lw=0.8, ls=":", label="p99 target")
+    _plots.cdf_axes(
+        ax[0],
+        "seconds from kill -9 to the observer's member.down",
+        f"failure detection ({'/'.join(map(str, sorted(kills)))} kills per N)",
+        ylabel="fraction of (observer, kill) pairs",
+    )
+    ax[1].axvline(TARGET_RECORD_P99_S, color="k", lw=0.8, ls=":", label="p99 target")
+    _plots.cdf_axes(
+        ax[1],
+        "seconds from node.ready to the observer's table.record",
+        "a new node's record everywhere",
+        ylabel="fraction of (observer, join) pairs",
+    )
+    for a_ in ax[:2]:
+        a_.set_xlim(left=0)
+        a_.legend(fontsize=8)
+    ax[2].axhline(TARGET_IDLE_BPS, color="k", lw=0.8, ls=":", label="target 1 KB/s")
+    ax[2].set_xticks(range(len(results)), [str(r["n"]) for r in results])
+    ax[2].set_xlim(-0.5, len(results) - 0.5)
+    ax[2].set_xlabel("nodes (N)")
+    ax[2].set_ylabel("idle TCP bytes/s sent, per node")
+    ax[2].set_ylim(bottom=0, top=max(TARGET_IDLE_BPS * 1.25, ax[2].get_ylim()[1]))
+    ax[2].set_title("idle traffic, flat in N is the goal (one dot per node)")
+    ax[2].grid(True, alpha=0.3)
+    ax[2].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"opentela membership against N, real processes on loopback ({_plots.machine()})")
+    return _plots.save(plt, fig, png)
 
 
 def main() -> int:

@@ -97,6 +97,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _plots
 from _procs import (
     ManagedProcess,
     ProcessGroup,
@@ -1492,13 +1493,8 @@ def build_tables(
 
 
 def plot(r: dict[str, Any], targets: list[Target], out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no plots: matplotlib is not installed (.venv/bin/pip install -e '.[bench]')")
+    plt = _plots.pyplot()
+    if plt is None:
         return []
     f = r["figures"]
     labels = [t.label for t in targets]
@@ -1508,66 +1504,50 @@ def plot(r: dict[str, Any], targets: list[Target], out: Path) -> list[str]:
 
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
     panels = [
-        ("c1_added_p50_ms", "c=1 added p50 (ms)"),
-        ("ttft_added_p50_ms", "stream TTFT added p50 (ms)"),
-        ("wrk_rps" if f.get("wrk_rps.direct") is not None else "py_rps", "c=64 req/s"),
+        ("c1_added_p50_ms", "chat c=1 p50 added to DIRECT (ms)"),
+        ("ttft_added_p50_ms", "stream TTFT c=1 p50 added to DIRECT (ms)"),
+        (
+            "wrk_rps" if f.get("wrk_rps.direct") is not None else "py_rps",
+            f"c={r['config']['concurrency']} req/s"
+            + ("" if f.get("wrk_rps.direct") is not None else " (Python client)"),
+        ),
         ("chunks_per_s", f"{r['config']['streams']} streams: chunks/s"),
         ("cpu_s_per_1000", "router CPU s per 1,000 requests"),
     ]
     for ax, (metric, title) in zip(axes.flat, panels, strict=False):
-        vals = [f.get(f"{metric}.{k}") for k in keys]
-        xs = [i for i, v in enumerate(vals) if v is not None]
-        ax.bar(
-            [labels[i] for i in xs],
-            [vals[i] for i in xs],
-            color=[colors[i] for i in xs],
-        )
-        for i in xs:
-            ax.annotate(
-                fmt(vals[i], 2 if vals[i] < 10 else 0),
-                (labels[i], vals[i]),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-        ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
+        _plots.bars(ax, labels, [f.get(f"{metric}.{k}") for k in keys], colors, title)
     ax = axes.flat[5]
     names = [n for t in targets for n in t.routers]
     idle = r["idle"]
     ax.bar(names, [idle.get(n, {}).get("cpu_pct") or 0 for n in names], color="#4c72b0")
     ax.axhline(TARGET_IDLE_CPU_PCT, color="grey", linestyle=":")
     ax.set_title("idle CPU % of a core (dotted: target)")
+    ax.set_ylabel("idle CPU % of a core (bars)")
     ax.tick_params(axis="x", labelrotation=30)
     ax2 = ax.twinx()
     ax2.plot(names, [idle.get(n, {}).get("rss_mb") or 0 for n in names], "o", color="#c44e52")
     ax2.axhline(TARGET_IDLE_RSS_MB, color="#c44e52", linestyle=":", alpha=0.5)
     ax2.set_ylabel("idle RSS MB (dots)")
     ax2.set_ylim(bottom=0)
-    fig.suptitle(f"opentela overhead, {r['timestamp'][:19]}, reps={r['config']['reps']}")
-    fig.tight_layout()
-    path = out.with_suffix(".png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    files.append(str(path))
+    fig.suptitle(
+        f"opentela overhead: {' vs '.join(labels)} on one fake upstream, "
+        f"{r['timestamp'][:19]}, reps={r['config']['reps']} ({_plots.machine()})"
+    )
+    files.append(_plots.save(plt, fig, out.with_suffix(".png")))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rep0 = r["reps"][0]["c1_latency"]
     for k, lab, col in zip(keys, labels, colors, strict=True):
-        xs = sorted(rep0[k]["samples_ms"])
-        if xs:
-            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=lab, color=col)
-    ax.set_xscale("log")
-    ax.set_xlabel("chat c=1 latency (ms, log)")
-    ax.set_ylabel("CDF")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    ax.set_title("c=1 latency, repetition 1")
-    fig.tight_layout()
-    path = out.with_name(out.stem + "_c1_cdf.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    files.append(str(path))
+        _plots.cdf(ax, rep0[k]["samples_ms"], lab, unit="ms", color=col)
+    _plots.cdf_axes(
+        ax,
+        "chat c=1 latency (ms, log scale)",
+        f"chat c=1 latency, {' vs '.join(labels)}\n"
+        f"interleaved, repetition 1 of {r['config']['reps']} ({_plots.machine()})",
+        log=True,
+        ylabel="fraction of requests <= x",
+    )
+    files.append(_plots.save(plt, fig, out.with_name(out.stem + "_c1_cdf.png")))
     return files
 
 

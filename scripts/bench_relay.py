@@ -71,6 +71,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _plots
 from _procs import (
     ManagedProcess,
     ProcessGroup,
@@ -730,54 +731,58 @@ def signed(v: float | None, nd: int = 2) -> str:
 
 
 def plot(r: dict[str, Any], out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no plots: matplotlib is not installed (.venv/bin/pip install -e '.[bench]')")
+    """The table's DIRECT/RELAYED pairs as bars (ratio in each title), the relay's own CPU per
+    relayed MiB, and the c=1 latency CDFs of both targets over all repetitions."""
+    plt = _plots.pyplot()
+    if plt is None:
         return []
     f = r["figures"]
     labels, keys, colors = ["DIRECT", "RELAYED"], ["direct", "relayed"], ["#4c72b0", "#dd8452"]
     c = r["config"]["concurrency"]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 5, figsize=(16, 4))
     panels = [
-        ("c1_p50_ms", "chat c=1 p50 (ms)", 1.0),
-        ("rps", f"c={c} requests/s", 1.0),
-        ("mib_per_s", "bulk MiB/s", 1.0),
-        ("path_cpu_s_per_mib", "CPU ms per MiB, path nodes", 1000.0),
-    ]
-    for ax, (metric, title, scale) in zip(axes, panels, strict=True):
+        ("c1_p50_ms", "x.c1_p50", "chat c=1 p50", "ms", 1.0),
+        ("rps", "x.rps", f"c={c} closed loop", "requests/s", 1.0),
+        ("mib_per_s", "x.mib_per_s", "bulk (~1.3 MiB answers)", "MiB/s", 1.0),
+        ("path_cpu_s_per_mib", "x.path_cpu_s_per_mib", "bulk CPU, all nodes on the path",
+         "CPU ms per MiB", 1000.0),
+    ]  # fmt: skip
+    for ax, (metric, xkey, title, unit, scale) in zip(axes, panels, strict=False):
         vals = [f.get(f"{metric}.{k}") for k in keys]
         vals = [None if v is None else v * scale for v in vals]
-        xs = [i for i, v in enumerate(vals) if v is not None]
-        ax.bar([labels[i] for i in xs], [vals[i] for i in xs], color=[colors[i] for i in xs])
-        for i in xs:
-            ax.annotate(fmt(vals[i], 1), (labels[i], vals[i]), ha="center", va="bottom")
-        ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"opentela relayed vs direct, {r['timestamp'][:19]}, reps={r['config']['reps']}")
-    fig.tight_layout()
-    files = [str(out.with_suffix(".png"))]
-    fig.savefig(files[0], dpi=100)
-    plt.close(fig)
+        x = f.get(xkey)
+        title += f"\nRELAYED / DIRECT {x:.2f}x" if x is not None else ""
+        _plots.bars(ax, labels, vals, colors, title, fmt=lambda v: fmt(v, 1), ylabel=unit)
+    ax = axes[4]
+    relay = [f.get("relay_cpu_s_per_mib"), f.get("relay_cpu_s_per_mib_net")]
+    _plots.bars(
+        ax,
+        ["relay", "relay less\nidle baseline"],
+        [None if v is None else v * 1000 for v in relay],
+        ["#dd8452", "#f0b78f"],
+        "the relay's own CPU\nper relayed MiB (bulk)",
+        fmt=lambda v: fmt(v, 1),
+        ylabel="CPU ms per relayed MiB",
+    )
+    fig.suptitle(
+        f"opentela relayed vs direct, {r['timestamp'][:19]}, reps={r['config']['reps']} "
+        f"(medians; {_plots.machine()})"
+    )
+    files = [_plots.save(plt, fig, out.with_suffix(".png"))]
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, lab, col in zip(keys, labels, colors, strict=True):
-        xs = sorted(x for rep in r["reps"] for x in rep["c1"][k]["samples_ms"])
-        if xs:
-            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=lab, color=col)
-    ax.set_xscale("log")
-    ax.set_xlabel("chat c=1 latency (ms, log)")
-    ax.set_ylabel("CDF")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    ax.set_title("c=1 latency, all repetitions")
-    fig.tight_layout()
-    files.append(str(out.with_name(out.stem + "_c1_cdf.png")))
-    fig.savefig(files[1], dpi=100)
-    plt.close(fig)
+        xs = [x for rep in r["reps"] for x in rep["c1"][k]["samples_ms"]]
+        _plots.cdf(ax, xs, lab, unit="ms", color=col)
+    _plots.cdf_axes(
+        ax,
+        "chat c=1 latency (ms, log scale)",
+        f"chat c=1 latency, DIRECT vs RELAYED, interleaved\n"
+        f"all {r['config']['reps']} repetition(s) ({_plots.machine()})",
+        log=True,
+        ylabel="fraction of requests <= x",
+    )
+    files.append(_plots.save(plt, fig, out.with_name(out.stem + "_c1_cdf.png")))
     return files
 
 

@@ -51,6 +51,7 @@ import aiohttp
 from opentela.routing.balance import HashRing, prefix_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _plots
 from _procs import ProcessGroup, free_port, wait_for_line, wait_until
 
 NODE = [sys.executable, "-m", "opentela.cli"]
@@ -317,7 +318,85 @@ def run_hetero(args: argparse.Namespace) -> int:
     out_path.write_text(json.dumps({"when": dt.datetime.now(dt.UTC).isoformat(), "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
                                     "scenario": "hetero", "owner": args.hetero_owner, "results": results}, indent=1))  # fmt: skip
     print(f"JSON: {out_path}")
+    png = plot_hetero(results, args.hetero_owner, out_path.with_suffix(".png"))
+    if png:
+        print(f"PNG: {png}")
     return 0
+
+
+# -- plots -------------------------------------------------------------------------------------
+
+POLICY_COLORS = {"random": "#888888", "round-robin": "#4c72b0", "least-loaded": "#dd8452",
+                 "affinity": "#55a868"}  # fmt: skip
+
+
+def plot_mixed(results: list[dict], capacity: float, phase_s: float, png: Path) -> str | None:
+    """TTFT p50 and p99 and the prefix-cache hit ratio against offered load, one line per
+    policy: the table's 12 rows as the three curves a reader compares."""
+    plt = _plots.pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for policy in dict.fromkeys(r["policy"] for r in results):
+        rows = [r for r in results if r["policy"] == policy]
+        xs = [r["load"] * 100 for r in rows]
+        kw = {"marker": "o", "label": policy, "color": POLICY_COLORS.get(policy)}
+        axes[0].plot(xs, [r["ttft_p50"] * 1000 for r in rows], **kw)
+        axes[1].plot(xs, [r["ttft_p99"] * 1000 for r in rows], **kw)
+        axes[2].plot(xs, [r["hit_ratio"] * 100 for r in rows], **kw)
+    for ax, title, ylabel in (
+        (axes[0], "TTFT p50 by policy", "TTFT p50 (ms)"),
+        (axes[1], "TTFT p99 by policy", "TTFT p99 (ms, log scale)"),
+        (axes[2], "prefix-cache hit ratio by policy", "% of prompt tokens served from cache"),
+    ):
+        ax.set_title(title)
+        ax.set_xlabel(f"offered load, % of nominal capacity ({capacity:.1f} req/s)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].set_yscale("log")
+    _plots.plain_log(axes[1], "y")
+    axes[0].set_ylim(bottom=0)
+    axes[2].set_ylim(0, 100)
+    fig.suptitle(
+        f"TTFT by routing policy: {', '.join(dict.fromkeys(r['policy'] for r in results))}; "
+        f"4 workers (2 fast, 2 slow), 2 entries, {phase_s:g} s Poisson phases "
+        f"({_plots.machine()})"
+    )
+    return _plots.save(plt, fig, png)
+
+
+def plot_hetero(results: list[dict], owner: str, png: Path) -> str | None:
+    """The slow replica's share of the requests per policy, against the target (0.6x random's),
+    and TTFT p50/p99 per policy."""
+    plt = _plots.pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = [r["policy"] for r in results]
+    colors = [POLICY_COLORS.get(n, "#4c72b0") for n in names]
+    _plots.bars(axes[0], names, [r["slow_share"] * 100 for r in results], colors,
+                f"1x replica's share of requests ({owner} replica owns the prompt)",
+                fmt=lambda v: f"{v:.0f} %")  # fmt: skip
+    rand = next((r["slow_share"] for r in results if r["policy"] == "random"), None)
+    if rand is not None:
+        axes[0].axhline(60 * rand, color="k", lw=0.8, ls=":", label="target: 0.6x random")
+        axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("% of requests served by the 1x replica")
+    axes[0].set_ylim(0, 100)
+    _plots.grouped_bars(
+        axes[1],
+        names,
+        {p: [r[f"ttft_{p}"] * 1000 for r in results] for p in ("p50", "p99")},
+        fmt=lambda v: f"{v:.0f}",
+    )
+    axes[1].set_ylabel("TTFT (ms)")
+    axes[1].set_title("TTFT by routing policy")
+    fig.suptitle(
+        f"heterogeneous replicas (4x vs 1x), {HETERO_CLIENTS} closed-loop clients, one prompt "
+        f"({_plots.machine()})"
+    )
+    return _plots.save(plt, fig, png)
 
 
 def main() -> int:
@@ -398,6 +477,9 @@ def main() -> int:
     out.write_text(json.dumps({"when": dt.datetime.now(dt.UTC).isoformat(), "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
                                "capacity": cap, "phase_s": args.phase_s, "results": results}, indent=1))  # fmt: skip
     print(f"JSON: {out}")
+    png = plot_mixed(results, cap, args.phase_s, out.with_suffix(".png"))
+    if png:
+        print(f"PNG: {png}")
     return 0
 
 

@@ -45,7 +45,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
+import _plots  # noqa: E402
 import msgpack  # noqa: E402
 
 from opentela.overlay import framing  # noqa: E402
@@ -532,15 +534,11 @@ def verdicts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(results: list[dict[str, Any]], out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        print("no plots: matplotlib is not installed (.venv/bin/pip install matplotlib)")
+    plt = _plots.pyplot()
+    if plt is None:
         return []
+    import matplotlib.ticker
+
     ns = [r["n"] for r in results]
     files: list[str] = []
 
@@ -559,11 +557,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> list[str]:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend()
-        path = out.parent / f"scale_{name}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(str(path))
+        files.append(_plots.save(plt, fig, out.parent / f"scale_{name}.png"))
 
     def fin(x: float) -> float:
         return x if x != math.inf else float("nan")

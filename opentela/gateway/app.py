@@ -5,6 +5,7 @@ OpenAI:   POST /v1/chat/completions, /v1/completions, /v1/embeddings (routed by 
 Upstream: ANY /v1/service/<svc>/<path>, ANY /v1/p2p/<peer>/<path>, GET /v1/dnt/table,
           /v1/dnt/peers, /v1/dnt/bootstraps, /v1/dnt/stats, /v1/health.
 Status:   GET / and /ui (the page, opentela/ui), GET /v1/status (its JSON, gateway/status.py).
+Metrics:  GET /metrics (Prometheus), GET /metrics/targets (Prometheus http_sd; opentela/metrics).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..metrics.endpoint import NodeMetrics
+from ..metrics.requests import MODEL_KEY
 from ..platform.labels import slurm_view
 from ..routing.match import max_tier
 from ..routing.plan import Target, models, plan
@@ -82,8 +85,10 @@ class Gateway:
         auth: AuthGate | None = None,
         usage: UsageRecorder | None = None,
         usage_store: Callable[[], Any] = lambda: None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node = node
+        self.metrics = metrics
         self.usage = usage  # None: calls are not counted
         self.usage_store = usage_store
         self.auth = auth if auth is not None else AuthGate("off", "open", lambda: None)
@@ -93,13 +98,15 @@ class Gateway:
         self.recent = RecentPerf()  # the status page's TTFT and tokens/s, this node's traffic
         if usage is not None:
             usage.listeners.append(perf_listener(self.recent))
+            if metrics is not None:
+                usage.listeners.append(metrics.requests.observe)
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(
-            middlewares=[access_middleware, errors_middleware, self.auth.middleware],
-            client_max_size=self.max_body + 1,
-        )
+        middlewares = [access_middleware, errors_middleware, self.auth.middleware]
+        if self.metrics is not None:  # outermost: it counts what the client got
+            middlewares.insert(0, self.metrics.requests.middleware)
+        app = web.Application(middlewares=middlewares, client_max_size=self.max_body + 1)
         r = app.router
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
             r.add_post(path, self.openai)
@@ -115,6 +122,8 @@ class Gateway:
         add_usage_routes(app, self.usage_store, self.node.snapshot)
         add_admin_routes(app, self.usage_store, admin_check(self.auth.required))
         r.add_get("/v1/status", self.status)
+        if self.metrics is not None:
+            self.metrics.add_routes(app)
         add_ui_routes(app)
         return app
 
@@ -260,6 +269,8 @@ class Gateway:
             restrict=restrict,
         )
         if targets:
+            if model is not None:
+                request[MODEL_KEY] = model  # a model of the table: a bounded label value
             return self.balancer.arrange(snap, targets, body, request.headers)
         where = f" with {restrict.describe()}" if restrict is not None else ""
         known = any(
@@ -270,6 +281,8 @@ class Gateway:
             for s in e.record.services
         )
         if known:
+            if model is not None:
+                request[MODEL_KEY] = model
             raise ApiError(
                 503,
                 f"no live replica serves {model or service!r}{where} right now",

@@ -4,7 +4,7 @@ forwarded (issue 11; the arithmetic is ``access/quota.py``, the keys live in the
 Two steps, because the model is in the body and only the handlers parse it:
 
 1. the middleware (every request): with ``--auth required`` every route but ``/v1/health*``
-   (and ``GET /v1/models`` and ``/v1/status`` with ``--auth-models open``, and the status
+   (and ``GET /v1/models``, ``/v1/status`` and ``/metrics*`` with ``--auth-models open``, and the status
    page's static files always) needs a key; an absent, unknown or
    revoked key is a 401 ``invalid_api_key``. The key's ``KeyInfo`` goes into
    ``request["otela.key"]`` (None with ``--auth off``) for the handlers and the admin API;
@@ -101,6 +101,9 @@ def _refuse(v: quota.Verdict) -> ApiError:
     return ApiError(v.status, v.message, v.type, v.code, **v.headers)
 
 
+OPEN_WITH_MODELS = ("/v1/models", "/v1/status", "/metrics", "/metrics/targets")
+
+
 def _is_open(path: str, method: str, models_mode: str) -> bool:
     if path == "/v1/health" or path.startswith("/v1/health/"):
         return True
@@ -108,8 +111,9 @@ def _is_open(path: str, method: str, models_mode: str) -> bool:
         return False
     if is_page(path):  # the status page's static files: nothing about the pool in them
         return True
-    # The pool's status (models, replicas, nodes) is as open as its model list.
-    return path in ("/v1/models", "/v1/status") and models_mode == "open"
+    # The pool's status (models, replicas, nodes) and its metrics are as open as its model
+    # list: they name nothing more than the models and the members serving them.
+    return path in OPEN_WITH_MODELS and models_mode == "open"
 
 
 class AuthGate:

@@ -8,6 +8,7 @@ Runs in an aiohttp handler (asyncio); every libp2p operation crosses to trio thr
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,6 +29,13 @@ from .balancer import Balancer
 from .errors import error_body, sse_error_event
 
 MAX_ATTEMPTS = 3
+
+# Why an attempt failed (``Attempt.reason``; the ``reason`` of ``opentela_failovers_total``).
+UNREACHABLE = "unreachable"  # no stream to the replica, or it broke before any answer
+TIMEOUT = "timeout"  # no answer within --read-timeout
+REFUSED = "refused"  # the worker would not take it now (draining, not ready, at its limit)
+BACKEND_ERROR = "backend_error"  # the replica's backend unreachable or answered 502/503/504
+PROTOCOL_ERROR = "protocol_error"  # the worker answered out of order
 
 log = structlog.get_logger("opentela.gateway")
 
@@ -83,6 +91,7 @@ UNOBSERVED = _Unobserved()
 class Attempt:
     target: Target
     error: str
+    reason: str  # one of REASONS: the label of ``opentela_failovers_total``
 
 
 @dataclass
@@ -94,6 +103,7 @@ class ForwardStats:
     stale_streams: int = 0  # reused streams found dead and replaced (``_exchange``)
     relay_retries: int = 0  # requests retried through another relay (``_exchange``)
     in_flight: dict[str, int] = field(default_factory=dict)
+    failovers: Counter[str] = field(default_factory=Counter)  # by the failed attempt's reason
 
 
 class Forwarder:
@@ -199,7 +209,10 @@ class Forwarder:
         path: str,
         body: bytes,
         observer: ResponseObserver | None = None,
+        model: str | None = None,
     ) -> web.StreamResponse:
+        """``model``: the model the request is for, told to the worker (its request counts
+        by model; it checks the name against what its backend serves)."""
         self.stats.requests += 1
         # Method and form only: which routes a worker allows is that worker's decision
         # (its --service.allow-path); the worker checks everything again (trust boundary).
@@ -213,6 +226,7 @@ class Forwarder:
         for target in targets[:MAX_ATTEMPTS]:
             if attempts:
                 self.stats.retries += 1
+                self.stats.failovers[attempts[-1].reason] += 1
             counts = self.stats.in_flight
             counts[target.peer_id] = counts.get(target.peer_id, 0) + 1
             ticket = self.balancer.start(target.peer_id) if self.balancer else None
@@ -224,7 +238,7 @@ class Forwarder:
                     )
                 else:
                     resp = await self._forward_remote(
-                        request, target, path, headers, body, attempts, obs
+                        request, target, path, headers, body, attempts, obs, model
                     )
             finally:
                 counts[target.peer_id] -= 1
@@ -257,6 +271,7 @@ class Forwarder:
         body: bytes,
         attempts: list[Attempt],
         obs: ResponseObserver,
+        model: str | None = None,
     ) -> web.StreamResponse | None:
         head = {
             "method": request.method,
@@ -264,10 +279,13 @@ class Forwarder:
             "headers": headers,
             "service": target.service,
         }
+        if model:
+            head["model"] = model
         try:
             stream, frames, finished = await to_trio(self._exchange)(target.peer_id, head, body)
         except StreamFailed as exc:
-            attempts.append(Attempt(target, str(exc)))
+            reason = TIMEOUT if isinstance(exc, StreamTimeout) else UNREACHABLE
+            attempts.append(Attempt(target, str(exc), reason))
             log.info("forward.retry", peer=target.peer_id, error=str(exc))
             return None
         first = frames[0]
@@ -276,7 +294,8 @@ class Forwarder:
             if not finished:
                 await to_trio(self._discard)(stream)
             if err.get("retryable"):
-                attempts.append(Attempt(target, str(err.get("message"))))
+                reason = BACKEND_ERROR if err.get("code") == "backend_unreachable" else REFUSED
+                attempts.append(Attempt(target, str(err.get("message")), reason))
                 return None
             return web.json_response(
                 error_body(str(err.get("message")), str(err.get("type")), err.get("code")),
@@ -286,13 +305,15 @@ class Forwarder:
         if first.kind != framing.RESP_HEAD:
             if not finished:
                 await to_trio(self._discard)(stream)
-            attempts.append(Attempt(target, f"protocol error: frame {first.kind} before head"))
+            attempts.append(
+                Attempt(target, f"protocol error: frame {first.kind} before head", PROTOCOL_ERROR)
+            )
             return None
         meta = first.payload
         status = int(meta.get("status", 502))
         if meta.get("retryable") and finished and len(attempts) + 1 < MAX_ATTEMPTS:
             # A 502/503/504 from the backend before any byte reached the client: try another.
-            attempts.append(Attempt(target, f"backend answered {status}"))
+            attempts.append(Attempt(target, f"backend answered {status}", BACKEND_ERROR))
             return None
         out_headers = [(k, v) for k, v in meta.get("headers", [])]
         out_headers.append(("X-Computing-Node", target.peer_id))
@@ -378,7 +399,7 @@ class Forwarder:
         if refusal is not None:
             return _refused(refusal, target.peer_id)  # the same answer a remote worker gives
         if self.local_session is None or not self.local_ready():
-            attempts.append(Attempt(target, "local service not ready"))
+            attempts.append(Attempt(target, "local service not ready", REFUSED))
             return None
         try:
             upstream = await self.local_session.request(
@@ -393,12 +414,14 @@ class Forwarder:
                 ),
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            attempts.append(Attempt(target, f"backend unreachable: {exc!r}"))
+            attempts.append(Attempt(target, f"backend unreachable: {exc!r}", BACKEND_ERROR))
             return None
         complete = False
         try:
             if upstream.status in (502, 503, 504) and len(attempts) + 1 < MAX_ATTEMPTS:
-                attempts.append(Attempt(target, f"backend answered {upstream.status}"))
+                attempts.append(
+                    Attempt(target, f"backend answered {upstream.status}", BACKEND_ERROR)
+                )
                 return None
             resp = web.StreamResponse(status=upstream.status)
             for k, v in end_to_end(upstream.headers.items()):

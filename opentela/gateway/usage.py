@@ -229,6 +229,12 @@ class UsageObserver:
     def on_end(self, complete: bool) -> None:
         self.complete = complete
 
+    @property
+    def first_token(self) -> float | None:
+        """``perf_counter()`` of the first body chunk of a stream that carried generated text
+        (TTFT is ``first_token - started``), None when no such chunk came."""
+        return self._first_token_s
+
     def decode_rate(self) -> float | None:
         """Tokens per second between the first and the last chunk of generated text of a
         complete streamed answer (``forward.ResponseObserver``), else None. Both ends are
@@ -345,13 +351,13 @@ async def forward_counted(
     """``fwd.forward`` with usage accounting for a counted call (``counted(path)`` with a JSON
     body naming a model); the observer goes in ``request["otela.usage"]`` for the access log."""
     if recorder is None or obj is None or not model or not counted(path):
-        return await fwd.forward(request, targets, path, body)
+        return await fwd.forward(request, targets, path, body, model=model)
     stream = obj.get("stream") is True
     body, obs = recorder.prepare(obj, request.get("otela.key"), model, stream, raw=body)
     request["otela.usage"] = obs
     status: int | None = None
     try:
-        resp = await fwd.forward(request, targets, path, body, observer=obs)
+        resp = await fwd.forward(request, targets, path, body, observer=obs, model=model)
         status = resp.status
         return resp
     finally:

@@ -17,6 +17,7 @@ from ..table.record import READY, Service
 from ..table.sync import TableSync
 from .backend import Backend, BackendError
 from .health import Health, force_down, load_worth_publishing, observe
+from .metrics import BackendLoad
 from .serve import ForwardServer
 
 PROBE_UP_S = 2.0  # probe period while healthy
@@ -57,6 +58,7 @@ class WorkerAgent:
         self._published_at = 0.0
         self._metrics_path: str | None = None  # found on first success; None = not probed yet
         self._metrics_missing = False
+        self.backend_load: BackendLoad | None = None  # as last scraped (opentela's /metrics)
 
     def service(self) -> Service:
         # A down service keeps naming its last models, so entry nodes can answer "503, retry"
@@ -80,6 +82,7 @@ class WorkerAgent:
             load = await to_aio(self.backend.read_load)(path)
             if load is not None:
                 self._metrics_path = path
+                self.backend_load = load
                 return load.total
         if self._metrics_path is None:
             self._metrics_missing = True  # never ask again; our own in-flight count it is

@@ -13,7 +13,8 @@ entry sent, and one peer's concurrent requests are bounded so it cannot starve t
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 
 import structlog
 import trio
@@ -21,6 +22,7 @@ import trio
 from ..aio_bridge import to_aio
 from ..httpheaders import DROP_TO_BACKEND, end_to_end
 from ..httppaths import Refusal, path_problem
+from ..metrics.catalog import OTHER
 from ..overlay import framing
 from ..overlay.host import PeerStream, StreamFailed
 from .backend import Backend, BackendError
@@ -72,6 +74,10 @@ class ForwardServer:
         self.in_flight = 0
         self.served = 0
         self.cancelled = 0
+        # Requests by (model, status answered), for ``opentela_worker_requests_total``. The
+        # model is the entry's word (``head["model"]``), kept only when our backend serves it.
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.served_models: Callable[[], Iterable[str]] = tuple
         self.clients: dict[str, float] = {}  # entry peer -> when it last sent us a request
 
     def recent_clients(self, now: float, within_s: float = CLIENT_MEMORY_S) -> list[str]:
@@ -106,7 +112,9 @@ class ForwardServer:
                             scope.cancel()
                         finally:
                             current.clear()
-                    if scope.cancelled_caught:
+                    # cancel_called, not cancelled_caught: a hang-up seen as a failed send
+                    # (StreamFailed above) cancels no checkpoint but is a cancellation too.
+                    if scope.cancel_called:
                         self.cancelled += 1
                         log.info(
                             "forward.cancelled", peer=stream.remote_peer, path=head.get("path")
@@ -144,12 +152,28 @@ class ForwardServer:
                     log.warning("forward.protocol_error", peer=stream.remote_peer, kind=frame.kind)
                 return
 
+    def _count(self, head: dict, status: int) -> None:
+        model = head.get("model")
+        if not isinstance(model, str) or not model:
+            model = ""
+        elif model not in self.served_models():
+            model = OTHER
+        self.counts[model, str(status)] += 1
+
     async def _serve_one(self, stream: PeerStream, head: dict, body: bytes) -> None:
+        status = 499  # cancelled: the entry went away before the answer's head
+        try:
+            status = await self._serve_counted(stream, head, body)
+        finally:
+            self._count(head, status)
+
+    async def _serve_counted(self, stream: PeerStream, head: dict, body: bytes) -> int:
+        """Serves one request; returns the status answered."""
         method, path = head.get("method", "POST"), head.get("path", "/")
         refusal = path_problem(method, path, self.allow_paths)
         if refusal is not None:
             await self._refuse(stream, refusal, method, path)
-            return
+            return refusal.status
         assert isinstance(method, str) and isinstance(path, str)
         peer = stream.remote_peer
         if self.per_peer.get(peer, 0) >= self.max_per_peer:
@@ -164,7 +188,7 @@ class ForwardServer:
                 path,
                 retryable=True,
             )
-            return
+            return 429
         service = head.get("service") or self.service_name
         if service != self.service_name or not self.available or self.draining:
             await stream.send(
@@ -176,7 +200,7 @@ class ForwardServer:
                     True,
                 )
             )
-            return
+            return 503
         raw_headers = head.get("headers")
         headers = end_to_end(
             [h for h in raw_headers if isinstance(h, list | tuple) and len(h) == 2]
@@ -188,8 +212,9 @@ class ForwardServer:
         self.clients[peer] = trio.current_time()
         self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
         try:
-            await self._proxy(stream, method, path, headers, body)
+            status = await self._proxy(stream, method, path, headers, body)
             self.served += 1
+            return status
         finally:
             self.in_flight -= 1
             if (left := self.per_peer[peer] - 1) > 0:
@@ -227,7 +252,7 @@ class ForwardServer:
 
     async def _proxy(
         self, stream: PeerStream, method: str, path: str, headers: list[list[str]], body: bytes
-    ) -> None:
+    ) -> int:
         try:
             resp, first, eof = await to_aio(self.backend.start_and_read)(
                 method, path, headers, body
@@ -239,7 +264,7 @@ class ForwardServer:
                     502, f"backend unreachable: {exc}", "backend_error", "backend_unreachable", True
                 )
             )
-            return
+            return 502
         complete = False
         try:
             head = framing.encode(
@@ -280,3 +305,4 @@ class ForwardServer:
                 resp.release()
             else:
                 resp.close()
+        return int(resp.status)

@@ -36,6 +36,7 @@ class WorkerSide:
             advertise=not is_follower(sync.own.labels),
             fixed_labels=frozenset(user_labels(cfg.label)),
         )
+        self.server.served_models = lambda: self.agent.health.models
         self.supervisor = (
             BackendSupervisor(cfg.subprocess, cfg.subprocess_restart, self.agent)
             if cfg.subprocess

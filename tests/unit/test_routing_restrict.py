@@ -108,7 +108,9 @@ class RecordingForwarder:
     def __init__(self) -> None:
         self.rng = random.Random(0)
 
-    async def forward(self, request, targets, path, body, observer=None) -> web.Response:
+    async def forward(
+        self, request, targets, path, body, observer=None, model=None
+    ) -> web.Response:
         return web.json_response(
             {"targets": [t.peer_id for t in targets], "body": json.loads(body) if body else None}
         )

@@ -32,7 +32,7 @@ from .. import framing, limits
 from ..host import Host, PeerStream, StreamFailed
 from ..peer_senders import PeerSenders
 from .messages import MessageError, decode, encode
-from .state import Effect, Membership, Send
+from .state import Effect, MemberDown, Membership, MemberSuspect, Refuted, Send
 
 PROTOCOL = "/opentela/swim/1"
 SELF_MARK = "="  # "the peer at the other end of this stream"
@@ -68,6 +68,8 @@ class MembershipRuntime:
         self.stats = self.senders.stats
         self.stats.update(received=0, bytes_received=0)
         self.stats["flooded"] = 0  # inbound messages dropped: the peer was over its rate
+        # Membership events this node produced (``opentela_membership_*_total``).
+        self.stats.update(suspicions=0, deaths=0, refutations=0)
         self._rate = limits.PeerRate(limits.SWIM_RATE_PER_S, limits.SWIM_BURST)
         self._over_logged = limits.LogOnce()
 
@@ -122,8 +124,14 @@ class MembershipRuntime:
                 if msg.from_id == self.m.self_id:
                     msg = replace(msg, from_id=SELF_MARK)
                 self.senders.send(effect.to_id, encode(msg))
-            else:
-                self._on_effect(effect)
+                continue
+            if isinstance(effect, MemberSuspect):
+                self.stats["suspicions"] += 1
+            elif isinstance(effect, MemberDown):
+                self.stats["deaths"] += 1
+            elif isinstance(effect, Refuted):
+                self.stats["refutations"] += 1
+            self._on_effect(effect)
         # Wake the driver only when this input armed a timer earlier than the one it sleeps
         # until: most inputs (an Ack, a Ping answered here and now) arm none, and waking for
         # them was about half of the driver's wake-ups in an idle pool.
