@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -155,6 +156,17 @@ def main() -> None:
     "--slurm.resubmit-before",
     "slurm_resubmit_before",
     help="How long before the limit to submit the successor. Default 15m.",
+)
+@click.option(
+    "--fleet",
+    "fleet",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Fleet file: start, hand over and stop Slurm jobs for its models (docs/fleet.md).",
+)
+@click.option(
+    "--fleet.hold-timeout",
+    "fleet_hold_timeout",
+    help="How long a request for a starting model waits for a replica. Default 10m.",
 )
 @click.option(
     "--authority",
@@ -944,6 +956,34 @@ def table(url: str, as_json: bool, wide: bool) -> None:
     if not isinstance(data, dict):
         raise click.ClickException(f"{endpoint} did not answer a table (a JSON object)")
     click.echo(json.dumps(data, indent=2) if as_json else _fmt_table(data, time.time(), wide=wide))
+
+
+@main.group()
+def fleet() -> None:
+    """The replicas a head keeps running with --fleet (docs/fleet.md)."""
+
+
+@fleet.command("status")
+@click.option(
+    "--url", default="http://127.0.0.1:8092", show_default=True, help="The head's HTTP address."
+)
+@click.option("--json", "as_json", is_flag=True, help="The head's /v1/fleet as JSON.")
+def fleet_status(url: str, as_json: bool) -> None:
+    """Desired against running replicas per catalogued model, its jobs, the caps' use and
+    the last events."""
+    from .fleet.show import format_status
+
+    endpoint = f"{url.rstrip('/')}/v1/fleet"
+    try:
+        with urllib.request.urlopen(endpoint, timeout=10) as r:
+            data = json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise click.ClickException(f"{url} runs no fleet (start it with --fleet FILE)") from exc
+        raise click.ClickException(f"cannot read {endpoint}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {endpoint}: {exc}") from exc
+    click.echo(json.dumps(data, indent=2) if as_json else format_status(data))
 
 
 @main.command()

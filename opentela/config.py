@@ -123,6 +123,13 @@ class Config:
     """In a Slurm job: ``sbatch`` this script before the limit and hand the model over to it."""
     slurm_resubmit_before: str = "15m"
     """How long before the limit the successor is submitted (queue wait + model load + drain)."""
+    fleet: str = ""
+    """A fleet file (``fleet.yaml``, docs/fleet.md): this node (a head that can run
+    ``sbatch``) keeps each catalogued model at the replicas its demand needs by submitting
+    and cancelling Slurm jobs, and holds requests for a model that is starting."""
+    fleet_hold_timeout: str = "10m"
+    """How long a request for a catalogued model with no replica waits for one to start
+    (then 503 with ``Retry-After``)."""
     authority: str = ""
     """Public key (``ed25519:...``, from ``opentela-node authority init``) of the authority
     that admits members: with it the pool is closed, and only peers holding a grant it signed
@@ -172,6 +179,10 @@ class Config:
     @property
     def slurm_resubmit_before_s(self) -> float:
         return parse_duration(self.slurm_resubmit_before)
+
+    @property
+    def fleet_hold_timeout_s(self) -> float:
+        return parse_duration(self.fleet_hold_timeout)
 
     @property
     def grant_ttl_s(self) -> float:
@@ -556,7 +567,9 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
         raise ConfigError(f"{s('authority_key')}: no such file {cfg.authority_key!r}")
     if cfg.join_token and not cfg.join_token.startswith("otj_"):
         raise ConfigError(f"{s('join_token')} is not a join token (they start with otj_)")
-    for name in ("slurm_drain_before", "slurm_resubmit_before", "grant_ttl"):
+    if cfg.fleet and not Path(cfg.fleet).expanduser().is_file():
+        raise ConfigError(f"{s('fleet')}: no such file {cfg.fleet!r}")
+    for name in ("slurm_drain_before", "slurm_resubmit_before", "grant_ttl", "fleet_hold_timeout"):
         try:
             parse_duration(getattr(cfg, name))
         except ValueError as exc:

@@ -26,6 +26,9 @@ from .aio_bridge import open_asyncio_loop, to_aio
 from .closed_pool import ClosedPool, ClosedPoolError
 from .config import Config
 from .edge.workers import HttpWorkers, joined_or_timeout, until_parent_exits
+from .fleet.runtime import Fleet
+from .fleet.spec import FleetError
+from .fleet.spec import load as load_fleet
 from .gateway.app import Gateway, NodeView
 from .gateway.auth import AuthGate
 from .gateway.balancer import Balancer
@@ -150,6 +153,7 @@ def node_metrics(
     forwarder: Forwarder,
     worker: WorkerSide | None,
     stats: Callable[[], dict[str, Any]],
+    fleet: Fleet | None,
 ) -> NodeMetrics:
     """The metrics component (``/metrics``): counters the components keep, read at scrape."""
     requests = RequestMetrics()
@@ -165,9 +169,27 @@ def node_metrics(
         }
 
     collector = NodeCollector(
-        stats, member.snapshot, info, forwarder, worker, lambda: requests.in_flight
+        stats, member.snapshot, info, forwarder, worker, lambda: requests.in_flight, fleet
     )
     return NodeMetrics(requests, collector, member.snapshot)
+
+
+def node_fleet(cfg: Config, member: PoolMember, forwarder: Forwarder) -> Fleet | None:
+    """The fleet component (``--fleet``): Slurm jobs for the catalogued models."""
+    if not cfg.fleet:
+        return None
+    try:
+        spec = load_fleet(cfg.fleet)
+    except FleetError as exc:
+        raise StartupError(str(exc)) from exc
+
+    def bootstrap() -> list[str]:
+        own = member.sync.own
+        return [a if "/p2p/" in a else f"{a}/p2p/{own.peer_id}" for a in own.addrs]
+
+    return Fleet(
+        spec, member.snapshot, bootstrap, forwarder.last_sent.get, cfg.fleet_hold_timeout_s
+    )
 
 
 class StartupError(Exception):
@@ -397,6 +419,9 @@ async def run(cfg: Config, http_worker: bool = False) -> int:
                     # peer; a first node at once.
                     joined=member.joined,
                 )
+                fleet = node_fleet(cfg, member, forwarder)
+                if fleet is not None:
+                    await nursery.start(fleet.run)
                 # Usage is counted with --auth off too (key "-", owner "anonymous").
                 usage_store = lambda: store  # noqa: E731
                 usage = UsageWriter(usage_store)
@@ -410,7 +435,8 @@ async def run(cfg: Config, http_worker: bool = False) -> int:
                     auth,
                     usage=UsageRecorder(usage.add),
                     usage_store=usage_store,
-                    metrics=node_metrics(member, forwarder, worker, stats),
+                    metrics=node_metrics(member, forwarder, worker, stats, fleet),
+                    fleet=fleet,
                 )
                 try:
                     edge = HttpWorkers(cfg, peer_id)

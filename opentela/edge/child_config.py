@@ -33,6 +33,7 @@ NOT_INHERITED = frozenset(
         "subprocess",
         "subprocess_restart",
         "slurm_resubmit",
+        "fleet",  # one reconciler per node: the parent submits, its HTTP workers never do
         "join_token",  # secret: handed over in the environment, never written to a file
         "http_workers",
     }

@@ -5,6 +5,7 @@ OpenAI:   POST /v1/chat/completions, /v1/completions, /v1/embeddings (routed by 
 Upstream: ANY /v1/service/<svc>/<path>, ANY /v1/p2p/<peer>/<path>, GET /v1/dnt/table,
           /v1/dnt/peers, /v1/dnt/bootstraps, /v1/dnt/stats, /v1/health.
 Status:   GET / and /ui (the page, opentela/ui), GET /v1/status (its JSON, gateway/status.py).
+Fleet:    GET /v1/fleet (desired vs running replicas per catalogued model; opentela/fleet).
 Metrics:  GET /metrics (Prometheus), GET /metrics/targets (Prometheus http_sd; opentela/metrics).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..fleet.runtime import Fleet
 from ..metrics.endpoint import NodeMetrics
 from ..metrics.requests import MODEL_KEY
 from ..platform.labels import slurm_view
@@ -32,6 +34,7 @@ from .auth import AuthGate
 from .balancer import Balancer
 from .errors import MAX_JSON_DEPTH, ApiError, json_depth_exceeds
 from .forward import Forwarder
+from .hold import HoldExpired, into_sink, wait_for_targets
 from .platform import access_middleware, add_usage_routes
 from .server import JsonErrorRunner, errors_middleware
 from .status import RecentPerf, perf_listener, status_body
@@ -86,9 +89,11 @@ class Gateway:
         usage: UsageRecorder | None = None,
         usage_store: Callable[[], Any] = lambda: None,
         metrics: NodeMetrics | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.node = node
         self.metrics = metrics
+        self.fleet = fleet  # models it catalogues are held while they start, not refused
         self.usage = usage  # None: calls are not counted
         self.usage_store = usage_store
         self.auth = auth if auth is not None else AuthGate("off", "open", lambda: None)
@@ -122,6 +127,8 @@ class Gateway:
         add_usage_routes(app, self.usage_store, self.node.snapshot)
         add_admin_routes(app, self.usage_store, admin_check(self.auth.required))
         r.add_get("/v1/status", self.status)
+        if self.fleet is not None:
+            r.add_get("/v1/fleet", self.fleet_status)
         if self.metrics is not None:
             self.metrics.add_routes(app)
         add_ui_routes(app)
@@ -330,18 +337,76 @@ class Gateway:
         if problem:
             raise ApiError(400, problem, "invalid_request_error", "invalid_request")
         await self.auth.admit(request, model)
-        targets = self._targets(model, None, request, obj, restrict)
-        return await forward_counted(
+        try:
+            targets = self._targets(model, None, request, obj, restrict)
+        except ApiError as exc:
+            if self.fleet is None or not self.fleet.catalogued(model):
+                raise
+            if exc.code not in ("model_not_found", "no_live_replica"):
+                raise
+            request[MODEL_KEY] = model  # catalogued: a bounded label value
+            try:
+                targets = await wait_for_targets(
+                    request,
+                    self.fleet,
+                    model,
+                    lambda: self._targets_or_none(model, request, obj, restrict),
+                    obj.get("stream") is True,
+                )
+            except HoldExpired as expired:
+                return expired.response
+        resp = await forward_counted(
             self.fwd, self.usage, request, targets, request.path_qs, body, obj, model
         )
+        return await into_sink(request, resp)
+
+    def _targets_or_none(
+        self,
+        model: str,
+        request: web.Request,
+        obj: dict[str, Any] | None,
+        restrict: Restriction | None,
+    ) -> list[Target]:
+        try:
+            return self._targets(model, None, request, obj, restrict)
+        except ApiError:
+            return []
 
     async def list_models(self, request: web.Request) -> web.Response:
+        """The pool's models; with a fleet, its catalogued models too, each with its
+        ``state``: ``ready``, ``starting`` (a job is on its way), ``stopped`` or ``failing``
+        (its last starts failed)."""
         pool = models(self.node.snapshot())
         data = [
-            {"id": m, "object": "model", "created": 0, "owned_by": "opentela", "replicas": len(p)}
+            {
+                "id": m,
+                "object": "model",
+                "created": 0,
+                "owned_by": "opentela",
+                "replicas": len(p),
+                "state": "ready",
+            }
             for m, p in sorted(pool.items())
         ]
+        if self.fleet is not None:
+            for spec in self.fleet.spec.models:
+                if spec.id not in pool:
+                    state = self.fleet.state(spec.id) or "stopped"
+                    data.append(
+                        {
+                            "id": spec.id,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "opentela",
+                            "replicas": 0,
+                            "state": state,
+                        }
+                    )
         return web.json_response({"object": "list", "data": data})
+
+    async def fleet_status(self, request: web.Request) -> web.Response:
+        assert self.fleet is not None
+        return web.json_response(self.fleet.status(), headers={"Cache-Control": "no-store"})
 
     # -- upstream-compatible -----------------------------------------------------------------
 

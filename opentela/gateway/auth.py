@@ -101,7 +101,7 @@ def _refuse(v: quota.Verdict) -> ApiError:
     return ApiError(v.status, v.message, v.type, v.code, **v.headers)
 
 
-OPEN_WITH_MODELS = ("/v1/models", "/v1/status", "/metrics", "/metrics/targets")
+OPEN_WITH_MODELS = ("/v1/models", "/v1/status", "/v1/fleet", "/metrics", "/metrics/targets")
 
 
 def _is_open(path: str, method: str, models_mode: str) -> bool:

@@ -8,6 +8,7 @@ Runs in an aiohttp handler (asyncio); every libp2p operation crosses to trio thr
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ class Forwarder:
         self.balancer = balancer
         self.local_allow_paths = local_allow_paths  # this node's own --service.allow-path
         self.stats = ForwardStats()
+        # Peer -> wall-clock time this node last sent it a request (the fleet's idle clock).
+        self.last_sent: dict[str, float] = {}
         self.rng = random.Random()
 
     def in_flight(self) -> int:
@@ -229,6 +232,7 @@ class Forwarder:
                 self.stats.failovers[attempts[-1].reason] += 1
             counts = self.stats.in_flight
             counts[target.peer_id] = counts.get(target.peer_id, 0) + 1
+            self.last_sent[target.peer_id] = time.time()
             ticket = self.balancer.start(target.peer_id) if self.balancer else None
             resp = None
             try:
@@ -338,13 +342,10 @@ class Forwarder:
         target: Target,
         obs: ResponseObserver,
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(status=status)
-        for k, v in headers:
-            resp.headers.add(k, v)
+        resp = await open_response(request, status, headers)
         is_sse = "text/event-stream" in resp.headers.get("Content-Type", "")
         done = False
         try:
-            await resp.prepare(request)
             while True:
                 for f in frames:
                     if f.kind == framing.BODY:
@@ -423,13 +424,13 @@ class Forwarder:
                     Attempt(target, f"backend answered {upstream.status}", BACKEND_ERROR)
                 )
                 return None
-            resp = web.StreamResponse(status=upstream.status)
-            for k, v in end_to_end(upstream.headers.items()):
-                resp.headers.add(k, v)
-            resp.headers["X-Computing-Node"] = target.peer_id
+            out_headers = [
+                *end_to_end(upstream.headers.items()),
+                ("X-Computing-Node", target.peer_id),
+            ]
+            obs.on_head(upstream.status, out_headers)
+            resp = await open_response(request, upstream.status, out_headers)
             is_sse = "text/event-stream" in resp.headers.get("Content-Type", "")
-            obs.on_head(upstream.status, resp.headers.items())
-            await resp.prepare(request)
             try:
                 while chunk := await upstream.content.readany():
                     if data := obs.on_body(chunk):
@@ -457,6 +458,26 @@ class Forwarder:
                 upstream.release()
             else:
                 upstream.close()
+
+
+SINK_KEY = "otela.sink"
+"""``request[SINK_KEY]``: a streamed response already sent to the client (its head and SSE
+keep-alive comments: a request held while its model starts, ``gateway/hold.py``); a
+streamed answer is written into it instead of a new response."""
+
+
+async def open_response(
+    request: web.Request, status: int, headers: Iterable[tuple[str, str]]
+) -> web.StreamResponse:
+    """The prepared response a streamed answer is written to."""
+    sink = request.get(SINK_KEY)
+    if sink is not None:
+        return sink
+    resp = web.StreamResponse(status=status)
+    for k, v in headers:
+        resp.headers.add(k, v)
+    await resp.prepare(request)
+    return resp
 
 
 def _refused(refusal: Refusal, peer_id: str | None = None) -> web.Response:

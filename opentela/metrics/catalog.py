@@ -234,6 +234,51 @@ RELAYED_OPENED = _m(
     "Streams this node opened through a relay (it could not dial the target).",
 )
 
+# -- the fleet (a head started with --fleet) --------------------------------------------------
+FLEET_DESIRED = _m(
+    "opentela_fleet_desired_replicas",
+    GAUGE,
+    "Replicas the fleet wants for each catalogued model now (demand, min and max).",
+    "model",
+)
+FLEET_JOBS = _m(
+    "opentela_fleet_jobs",
+    GAUGE,
+    "Slurm jobs this head submitted that may still serve, by model and Slurm state.",
+    "model",
+    "state",
+)
+FLEET_HELD = _m(
+    "opentela_fleet_held_requests",
+    GAUGE,
+    "Requests waiting at this head for a replica of a starting model.",
+    "model",
+)
+FLEET_SUBMITTED = _m(
+    "opentela_fleet_submissions_total", COUNTER, "Jobs the fleet submitted (sbatch)."
+)
+FLEET_CANCELLED = _m(
+    "opentela_fleet_cancellations_total", COUNTER, "Jobs the fleet cancelled (scancel), idle."
+)
+FLEET_START_FAILURES = _m(
+    "opentela_fleet_start_failures_total",
+    COUNTER,
+    "Jobs that ended (or could not be submitted) before their replica was ever ready.",
+)
+FLEET_GPU_HOURS = _m(
+    "opentela_fleet_gpu_hours_today",
+    GAUGE,
+    "GPU-hours of the fleet's running jobs so far this UTC day.",
+)
+FLEET_GPU_HOURS_LIMIT = _m(
+    "opentela_fleet_gpu_hours_limit",
+    GAUGE,
+    "limits.max_gpu_hours_per_day of the fleet file (absent: no cap).",
+)
+FLEET_JOB_LIMIT = _m(
+    "opentela_fleet_job_limit", GAUGE, "limits.max_jobs of the fleet file: concurrent jobs."
+)
+
 ALL: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))
 """Every metric above, in definition order (the order ``/metrics`` lists them)."""
 

@@ -60,6 +60,7 @@ class NodeCollector:
         forwarder: Any,
         worker: Any | None,
         http_in_flight: Callable[[], int],
+        fleet: Any | None = None,
     ) -> None:
         self.stats = stats
         self.snapshot = snapshot
@@ -67,6 +68,7 @@ class NodeCollector:
         self.forwarder = forwarder
         self.worker = worker
         self.http_in_flight = http_in_flight
+        self.fleet = fleet
         self.replicas = ReplicaMemory()
 
     def render(self, now_wall: float) -> str:
@@ -77,6 +79,7 @@ class NodeCollector:
             *self._worker(),
             *self._pool(st, snap, now_wall),
             *self._relay(st),
+            *self._fleet(now_wall),
         ]
         return "".join(render_values(m, v) for m, v in values)
 
@@ -156,4 +159,21 @@ class NodeCollector:
             (c.RELAY_REFUSED, service.get("refused")),
             (c.RELAYS_HELD, len(reach.get("relays") or ())),
             (c.RELAYED_OPENED, _get(reach, "relayed", "relayed_opened")),
+        ]
+
+    def _fleet(self, now: float) -> list[tuple[Metric, Any]]:
+        f = self.fleet
+        if f is None:
+            return []
+        jobs = Counter((j.model, j.state or "SUBMITTED") for j in f.jobs.values())
+        return [
+            (c.FLEET_DESIRED, {(v.model,): v.want for v in f.views}),
+            (c.FLEET_JOBS, {key: n for key, n in sorted(jobs.items())}),
+            (c.FLEET_HELD, {(m.id,): f.held.get(m.id, 0) for m in f.spec.models}),
+            (c.FLEET_SUBMITTED, f.stats.get("submitted", 0)),
+            (c.FLEET_CANCELLED, f.stats.get("cancelled", 0)),
+            (c.FLEET_START_FAILURES, f.stats.get("start_failures", 0)),
+            (c.FLEET_GPU_HOURS, f.gpu_hours_today(now)),
+            (c.FLEET_GPU_HOURS_LIMIT, f.spec.max_gpu_hours_per_day),
+            (c.FLEET_JOB_LIMIT, f.spec.max_jobs),
         ]
