@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Cluster, Node, http_json, wait_for
+from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,12 +153,33 @@ def test_scale_from_zero_holds_requests_then_scales_down_when_idle(
         status, data = chat(head, len(results), stream)
         results[name] = (status, data, time.monotonic() - t0)
 
+    def sdk_stream() -> None:
+        # The official SDK through a cold start: the keep-alive comments are not events to it.
+        client = OpenAI(base_url=f"{head.url}/v1", api_key="none", max_retries=0, timeout=150)
+        parts = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "sdk"}], stream=True
+        )
+        results["sdk"] = (
+            200,
+            "".join(c.choices[0].delta.content or "" for c in parts if c.choices).encode(),
+            0.0,
+        )
+
+    def quitter() -> None:  # gives up after a second: only its own request ends
+        try:
+            chat(head, 999, timeout=1)
+        except OSError:
+            results["quitter"] = (0, b"gave up", 0.0)
+
     threads = [threading.Thread(target=call, args=(k, k == "stream")) for k in ("plain", "stream")]
+    threads += [threading.Thread(target=sdk_stream), threading.Thread(target=quitter)]
     for t in threads:
         t.start()
     wait_for(lambda: models(head)[MODEL]["state"] == "starting", 10, what="model starting")
     for t in threads:
         t.join(150)
+    assert results["quitter"][1] == b"gave up"
+    assert results["sdk"][1], results.get("sdk")
     status, data, ttfb = results["plain"]
     assert status == 200 and json.loads(data)["choices"], data[:300]
     print(f"scale from zero: first answer after {ttfb:.1f} s")
