@@ -70,6 +70,7 @@ class Fleet:
         self.stats = Counter[str]()
         self._last_run = -math.inf
         self._last_gpu_at: float | None = None
+        self._squeue_failing = False
         self._kick = False
 
     # -- the asyncio side (the gateway) --------------------------------------------------------
@@ -114,8 +115,13 @@ class Fleet:
         try:
             states = await trio.to_thread.run_sync(self.slurm.states, list(self.jobs))
         except slurm_ctl.SlurmError as exc:
-            self._event(now, "", "squeue_failed", str(exc), level="warning")
+            if not self._squeue_failing:  # once, not every interval while it lasts
+                self._event(now, "", "squeue_failed", str(exc), level="warning")
+            self._squeue_failing = True
             return
+        if self._squeue_failing:
+            self._squeue_failing = False
+            self._event(now, "", "squeue_recovered", "squeue answers again")
         self._jobs_update(states, now)
         replicas = self._replicas(self.snapshot(), now)
         self.views = decide(

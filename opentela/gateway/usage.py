@@ -103,6 +103,7 @@ class SseUsage:
     def __init__(self, strip: bool) -> None:
         self.strip = strip
         self.usage: tuple[int, int] | None = None
+        self.usage_estimated = False  # the usage chunk says so (a worker's bridge estimated it)
         self.content_chunks = 0
         self.error = False
         self._buf = bytearray()
@@ -152,6 +153,7 @@ class SseUsage:
         if usage is None:
             return event
         self.usage = usage  # continuous usage stats are cumulative: the last one counts
+        self.usage_estimated = obj["usage"].get("estimated") is True
         if not self.strip:
             return event
         if not obj.get("choices"):
@@ -281,7 +283,7 @@ class UsageObserver:
         """(prompt, completion) and whether they are estimated."""
         if self.sse is not None:
             if self.sse.usage is not None:
-                return self.sse.usage, False
+                return self.sse.usage, self.sse.usage_estimated
             return (estimate_prompt_tokens(self.body), self.sse.content_chunks), True
         if self._json and self.complete:
             try:

@@ -7,7 +7,12 @@ import json
 import aiohttp
 
 from ..httpheaders import CLIENT_CREDENTIALS
-from .framework import framework_of_answer
+from .framework import (
+    LLAMA_CPP_PYTHON,
+    framework_of_answer,
+    is_llama_cpp_python,
+    may_be_llama_cpp_python,
+)
 from .metrics import BackendLoad
 from .metrics import parse as parse_metrics
 
@@ -31,6 +36,9 @@ class Backend:
         self.framework = ""
         """What the backend's last ``/v1/models`` answer says it is (``worker/framework.py``);
         "" until it says."""
+        self.kind = ""
+        """The backend kind the worker bridges for (``worker/bridge.py``): ``llama-cpp-python``
+        once its ``/openapi.json`` said so, else the framework; "" until known."""
 
     async def open(self) -> None:
         # The worker's own key rides on every request of this session: forwarded ones, the
@@ -80,7 +88,43 @@ class Backend:
         if not isinstance(items, list):
             raise BackendError(f"GET {url} has no 'data' list")
         self.framework = framework_of_answer(data, server) or self.framework
+        if not may_be_llama_cpp_python(data):
+            self.kind = self.framework
+        elif self.kind != LLAMA_CPP_PYTHON:
+            self.kind = LLAMA_CPP_PYTHON if await self._openapi_is_llama_cpp_python() else ""
         return tuple(str(m["id"]) for m in items if isinstance(m, dict) and "id" in m)
+
+    async def _openapi_is_llama_cpp_python(self, timeout_s: float = 3.0) -> bool:
+        """Reads ``/openapi.json`` (once per backend start: the answer is remembered while
+        ``owned_by`` stays ``"me"``). Any failure means "not known", never a failed probe."""
+        try:
+            async with self.session.get(
+                f"{self.base_url}/openapi.json", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                return resp.status == 200 and is_llama_cpp_python(json.loads(await resp.read()))
+        except (TimeoutError, aiohttp.ClientError, ValueError, BackendError):
+            return False
+
+    async def count_tokens(
+        self, text: str, model: str | None, timeout_s: float = 10.0
+    ) -> int | None:
+        """llama-cpp-python's ``POST /extras/tokenize/count``: the prompt's exact token count
+        (the bridged usage chunk, ``worker/bridge.py``); None when it does not answer."""
+        body: dict[str, str] = {"input": text}
+        if model:
+            body["model"] = model
+        try:
+            async with self.session.post(
+                f"{self.base_url}/extras/tokenize/count",
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                count = json.loads(await resp.read()).get("count")
+        except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError, BackendError):
+            return None
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
 
     async def read_load(self, path: str, timeout_s: float = 1.0) -> BackendLoad | None:
         """The backend's own queue (vLLM/SGLang/llama.cpp ``/metrics``, llama.cpp ``/slots``);

@@ -9,6 +9,13 @@ name each writes into ``owned_by`` (vLLM ``"vllm"``, SGLang ``"sglang"``, llama.
 llama-cpp-python, ``"openai"``, a proxy's own name) say nothing, and the ``--subprocess``
 command decides (:func:`framework_of_command`). The probe already reads ``/v1/models``, so
 knowing the framework costs no extra request.
+
+The backend *kind* (``Backend.kind``) is finer than the label: llama-cpp-python keeps the
+``llama.cpp`` label (it runs llama.cpp) but lacks what llama.cpp's own server has, and the
+worker bridges that (``worker/bridge.py``). Its ``owned_by`` is a hard-coded ``"me"`` and its
+``Server`` header is uvicorn's, neither unique; what is its own is the title of its FastAPI
+schema, ``GET /openapi.json``: ``"🦙 llama.cpp Python API"`` (:func:`is_llama_cpp_python`).
+That is read once, and only when ``owned_by`` is ``"me"``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 VLLM = "vllm"
 SGLANG = "sglang"
 LLAMA_CPP = "llama.cpp"
+LLAMA_CPP_PYTHON = "llama-cpp-python"  # a kind (``Backend.kind``), not a framework label
 
 _OWNED_BY = {"vllm": VLLM, "sglang": SGLANG, "llamacpp": LLAMA_CPP, "llama.cpp": LLAMA_CPP}
 
@@ -49,3 +57,20 @@ def framework_of_command(command: str) -> str:
         if name in ("llama-server", "llama_cpp.server"):
             return LLAMA_CPP
     return ""
+
+
+def may_be_llama_cpp_python(models: Any) -> bool:
+    """Whether a ``/v1/models`` answer looks like llama-cpp-python's (every ``owned_by`` is
+    ``"me"``), so that its ``/openapi.json`` is worth reading."""
+    items = models.get("data") if isinstance(models, dict) else None
+    owners = (
+        [i.get("owned_by") for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    )
+    return bool(owners) and all(o == "me" for o in owners)
+
+
+def is_llama_cpp_python(openapi: Any) -> bool:
+    """Whether a ``GET /openapi.json`` answer (parsed) is llama-cpp-python's server's."""
+    info = openapi.get("info") if isinstance(openapi, dict) else None
+    title = info.get("title") if isinstance(info, dict) else None
+    return isinstance(title, str) and "llama.cpp python api" in title.lower()

@@ -5,6 +5,10 @@ streams out, a watcher reads the stream: a CANCEL frame, a reset or an EOF means
 gone, and the backend request is cancelled at once (an abandoned generation keeps a GPU busy).
 Only the configured backend is ever reachable: the request names a service, never a host.
 
+A backend kind that lacks something cheap and safe to supply (llama-cpp-python: text-part
+lists, the usage chunk of a stream) is bridged here, per kind (``bridge.py``); for every other
+kind the body and the response pass through as bytes, unread.
+
 Any member can open this protocol, so this is the trust boundary (issue 9): before any backend
 connection the method and path are checked (``httppaths.py``; refused with a non-retryable 4xx,
 since every replica would refuse the same), the client's credentials are dropped whatever the
@@ -25,6 +29,7 @@ from ..httppaths import Refusal, path_problem
 from ..metrics.catalog import OTHER
 from ..overlay import framing
 from ..overlay.host import PeerStream, StreamFailed
+from . import bridge
 from .backend import Backend, BackendError
 
 PROTOCOL = "/opentela/http/1"
@@ -253,6 +258,16 @@ class ForwardServer:
     async def _proxy(
         self, stream: PeerStream, method: str, path: str, headers: list[list[str]], body: bytes
     ) -> int:
+        synth: bridge.UsageSynth | None = None
+        plan = bridge.plan(self.backend.kind, method, path, body)  # None at once if no bridge
+        if plan is not None:
+            body, synth = plan.body, plan.usage
+            if synth is not None and plan.tokenize is not None:
+                # Before the request, never during it: llama-cpp-python serves one request at
+                # a time, and by default a new one interrupts the stream in progress.
+                count = await to_aio(self.backend.count_tokens)(plan.tokenize, plan.model)
+                if count is not None:
+                    synth.exact_prompt(count)
         try:
             resp, first, eof = await to_aio(self.backend.start_and_read)(
                 method, path, headers, body
@@ -275,14 +290,21 @@ class ForwardServer:
                     "retryable": resp.status in RETRYABLE_STATUS,
                 },
             )
+            if synth is not None and not _plain_sse(resp.status, resp.headers):
+                synth = None  # an error answer, or bytes we must not rewrite: pass them on
             batch = [head]
+            if synth is not None:
+                first = synth.feed(first) + (synth.finish() if eof else b"")
             if first:
                 batch.append(framing.encode(framing.BODY, first))
             while not eof:
                 # Streaming: each chunk goes out as soon as the backend produced it.
-                await stream.send(*batch)
+                if batch:
+                    await stream.send(*batch)
                 chunk = await to_aio(self.backend.read_chunk)(resp)
                 eof = not chunk
+                if synth is not None:
+                    chunk = synth.feed(chunk) if chunk else synth.finish()
                 batch = [framing.encode(framing.BODY, chunk)] if chunk else []
             complete = True
             batch.append(framing.encode(framing.END))
@@ -306,3 +328,11 @@ class ForwardServer:
             else:
                 resp.close()
         return int(resp.status)
+
+
+def _plain_sse(status: int, headers: object) -> bool:
+    """A successful, uncompressed event stream: the only answer a usage chunk is added to."""
+    get = getattr(headers, "get", None)
+    if status != 200 or get is None:
+        return False
+    return "text/event-stream" in (get("Content-Type") or "") and not get("Content-Encoding")

@@ -130,17 +130,19 @@ def test_chat_streaming_with_usage_option(pool: DemoPool) -> None:
     content = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert "".join(c.choices[0].delta.content for c in content).strip()
     assert 0 < len(content) <= 16  # max_tokens still applies with stream_options present
-    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-    # What is true of this backend: llama-cpp-python 0.3.x ignores include_usage and sends no
-    # usage chunk, so none arrives. That the gateway relays a usage chunk a backend does send is
-    # tested with the fake upstream (tests/integration/test_pool.py). If this fails, the backend
-    # now honours the option: then require the usage chunk here instead.
-    assert [c.usage for c in chunks if c.usage is not None] == []
+    # llama-cpp-python 0.3.x ignores include_usage; the worker adds the usage chunk it asked
+    # for (worker/bridge.py): last, with no choices, counting the streamed tokens.
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == len(content)
+    assert last.usage.prompt_tokens > 0
 
 
 def test_streams_without_a_usage_chunk_are_counted_as_estimated(pool: DemoPool) -> None:
-    """llama-cpp-python sends no usage chunk: the entry node counts the stream from its
-    content chunks and marks the row estimated (issue 11)."""
+    """llama-cpp-python sends no usage chunk and applies its chat template where nobody can
+    count it: the worker's usage chunk says ``estimated`` (its prompt tokens are), and the
+    entry node marks the row estimated (issue 11)."""
 
     def estimated() -> int:
         _, _, stats = http_json(f"{pool.base}/v1/statistics?days=1")
