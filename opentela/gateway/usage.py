@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,6 +23,15 @@ from typing import Any
 import structlog
 
 from ..access import quota
+from ..openai_text import (
+    DUMPS,
+    EVENT_END,
+    MAX_SSE_EVENT,
+    estimate_prompt_tokens,
+    has_content,
+    sse_data,
+    text_len,
+)
 from ..store.usage import UsageRow
 
 log = structlog.get_logger("opentela.usage")
@@ -34,32 +42,11 @@ ANONYMOUS_OWNER = "anonymous"
 COUNTED_SUFFIXES = ("/chat/completions", "/completions", "/embeddings")
 # A non-streamed answer larger than this is not parsed for usage (the tokens are estimated).
 MAX_JSON_BODY = 16 * 1024 * 1024
-# A partial SSE event longer than this is passed on unread (never buffered without bound).
-MAX_SSE_EVENT = 1024 * 1024
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def counted(path: str) -> bool:
     """Whether a call to ``path`` (query allowed) is usage: chat, completions, embeddings."""
     return path.split("?", 1)[0].rstrip("/").endswith(COUNTED_SUFFIXES)
-
-
-def _text_len(value: Any) -> int:
-    """Characters of prompt text in a message list / prompt / input (for estimates only)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_len(v) for v in value)
-    if isinstance(value, dict):
-        return _text_len(value.get("content")) + _text_len(value.get("text"))
-    return 0
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """About four characters per token: the usual rule of thumb for English BPE vocabularies."""
-    n = sum(_text_len(body.get(k)) for k in ("messages", "prompt", "input"))
-    return (n + 3) // 4
 
 
 def _usage_of(obj: Any) -> tuple[int, int] | None:
@@ -71,24 +58,6 @@ def _usage_of(obj: Any) -> tuple[int, int] | None:
     if not isinstance(p, int) or not isinstance(c, int) or isinstance(p, bool):
         return None
     return p, c
-
-
-def _has_content(obj: dict[str, Any]) -> bool:
-    """A chunk that carries generated text (one token, roughly, for estimates)."""
-    choices = obj.get("choices")
-    if not isinstance(choices, list):
-        return False
-    for ch in choices:
-        if not isinstance(ch, dict):
-            continue
-        if ch.get("text"):
-            return True
-        delta = ch.get("delta")
-        if isinstance(delta, dict) and (
-            delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")
-        ):
-            return True
-    return False
 
 
 class SseUsage:
@@ -112,7 +81,7 @@ class SseUsage:
         self._buf += chunk
         last = 0
         out: list[bytes] = []
-        for m in _EVENT_END.finditer(self._buf):
+        for m in EVENT_END.finditer(self._buf):
             event = bytes(self._buf[last : m.end()])
             last = m.end()
             kept = self._event(event, m.end() - m.start())
@@ -129,14 +98,9 @@ class SseUsage:
 
     def _event(self, event: bytes, sep_len: int) -> bytes:
         """Reads one event; returns what the client gets of it (with ``strip``)."""
-        data: list[bytes] = []
-        for line in event.splitlines():
-            if line.startswith(b"data:"):
-                v = line[5:]
-                data.append(v[1:] if v.startswith(b" ") else v)
-        if not data:
+        payload = sse_data(event)
+        if payload is None:
             return event
-        payload = b"\n".join(data)
         if not payload.startswith(b"{"):
             return event  # [DONE], or something that is not ours to read
         try:
@@ -147,7 +111,7 @@ class SseUsage:
             return event
         if "error" in obj and "choices" not in obj:
             self.error = True
-        if _has_content(obj):
+        if has_content(obj):
             self.content_chunks += 1
         usage = _usage_of(obj)
         if usage is None:
@@ -159,7 +123,7 @@ class SseUsage:
         if not obj.get("choices"):
             return b""  # the chunk the client did not ask for: gone
         del obj["usage"]
-        return b"data: " + _DUMPS(obj).encode() + event[-sep_len:]
+        return b"data: " + DUMPS(obj).encode() + event[-sep_len:]
 
 
 class UsageObserver:
@@ -296,7 +260,7 @@ class UsageObserver:
             text = 0
             if isinstance(obj, dict) and isinstance(obj.get("choices"), list):
                 text = sum(
-                    _text_len(c.get("message")) + _text_len(c.get("text"))
+                    text_len(c.get("message")) + text_len(c.get("text"))
                     for c in obj["choices"]
                     if isinstance(c, dict)
                 )
@@ -333,7 +297,7 @@ class UsageRecorder:
         if stream and not asked and (opts is None or isinstance(opts, dict)):
             body_obj = {**body_obj, "stream_options": {**(opts or {}), "include_usage": True}}
             changed = True
-        body = _DUMPS(body_obj).encode() if changed or raw is None else raw
+        body = DUMPS(body_obj).encode() if changed or raw is None else raw
         key_id = getattr(key, "id", None) or ANONYMOUS_KEY
         owner = getattr(key, "owner", None) or ANONYMOUS_OWNER
         obs = UsageObserver(self, body_obj, key_id, owner, model, stream, asked)

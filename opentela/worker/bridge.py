@@ -33,19 +33,23 @@ path parses no JSON.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..openai_text import (
+    DUMPS,
+    EVENT_END,
+    MAX_SSE_EVENT,
+    estimate_prompt_tokens,
+    has_content,
+    sse_data,
+)
 from .framework import LLAMA_CPP_PYTHON
 
 BRIDGED_KINDS = frozenset({LLAMA_CPP_PYTHON})
 """Backend kinds that need a bridge; for all others the worker forwards bytes untouched."""
 
 TEXT_SEPARATOR = "\n"  # between flattened text parts: what vLLM does (see the module doc)
-MAX_SSE_EVENT = 1024 * 1024  # a partial event longer than this is passed on and not read
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _route(path: str) -> str:
@@ -95,23 +99,6 @@ def flatten_messages(obj: dict[str, Any]) -> bool:
     return changed
 
 
-def _text_chars(value: Any) -> int:
-    """Characters of prompt text in messages / a prompt (for the four-characters rule)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_chars(v) for v in value)
-    if isinstance(value, dict):
-        return _text_chars(value.get("content")) + _text_chars(value.get("text"))
-    return 0
-
-
-def estimate_prompt_tokens(obj: dict[str, Any]) -> int:
-    """About four characters a token: the rule the entry node estimates by
-    (``gateway/usage.py``), so a bridged estimate matches what the entry would have said."""
-    return (sum(_text_chars(obj.get(k)) for k in ("messages", "prompt")) + 3) // 4
-
-
 @dataclass
 class Plan:
     """What the worker does for one bridged request."""
@@ -157,30 +144,7 @@ def plan(kind: str, method: str, path: str, body: bytes) -> Plan | None:
     if not changed and usage is None:
         return None
     model = obj.get("model") if isinstance(obj.get("model"), str) else None
-    return Plan(_DUMPS(obj).encode() if changed else body, usage, tokenize, model)
-
-
-def _is_content(obj: dict[str, Any]) -> bool:
-    """A chunk that carries generated text or a tool-call delta: one token, as
-    llama-cpp-python streams."""
-    choices = obj.get("choices")
-    if not isinstance(choices, list):
-        return False
-    for ch in choices:
-        if not isinstance(ch, dict):
-            continue
-        if ch.get("text"):
-            return True
-        delta = ch.get("delta")
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
-            return True
-    return False
-
-
-def _data_of(event: bytes) -> bytes | None:
-    """The joined ``data:`` lines of one SSE event, or None when it has none (a comment)."""
-    data = [line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")]
-    return b"\n".join(data) if data else None
+    return Plan(DUMPS(obj).encode() if changed else body, usage, tokenize, model)
 
 
 @dataclass
@@ -235,7 +199,7 @@ class UsageSynth:
         }
         chunk["choices"] = []
         chunk["usage"] = self.usage()
-        return b"data: " + _DUMPS(chunk).encode() + sep
+        return b"data: " + DUMPS(chunk).encode() + sep
 
     def feed(self, chunk: bytes) -> bytes:
         if self._off:
@@ -243,7 +207,7 @@ class UsageSynth:
         self._buf += chunk
         out: list[bytes] = []
         last = 0
-        for m in _EVENT_END.finditer(self._buf):
+        for m in EVENT_END.finditer(self._buf):
             event = bytes(self._buf[last : m.end()])
             last = m.end()
             out.append(self._event(event, m.group()))
@@ -261,7 +225,7 @@ class UsageSynth:
         return rest
 
     def _event(self, event: bytes, sep: bytes) -> bytes:
-        data = _data_of(event)
+        data = sse_data(event)
         if data is None:
             return event  # a comment (ping) or an empty event
         if data.strip() == b"[DONE]":
@@ -281,7 +245,7 @@ class UsageSynth:
             self.backend_usage = True  # it honours include_usage now: never add a second
         if "error" in obj and "choices" not in obj:
             self.error = True
-        if _is_content(obj):
+        if has_content(obj):
             self.completion_tokens += 1
         if "id" in obj:
             self._last = obj
