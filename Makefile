@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 WORKERS ?= 2
 
-.PHONY: install install-llm test unit integration conformance lint bench demo clean
+.PHONY: install install-llm test unit integration conformance conformance-vllm lint bench demo clean
 
 $(BIN)/opentela-node: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,13 @@ integration: install
 
 conformance: install-llm
 	$(BIN)/pytest -q tests/conformance
+
+# Opt-in, not part of `make test`: vLLM's CPU build in its own venv under .vllm/ (~4 min and
+# 3.6 GB the first time), SmolLM2 converted for it, two servers behind workers, the matrix.
+conformance-vllm: install
+	@eval "$$(bash scripts/vllm_cpu_up.sh)" && \
+	OPENTELA_VLLM_PYTHON="$$VLLM_PYTHON" OPENTELA_VLLM_MODEL="$$VLLM_MODEL" \
+	$(BIN)/pytest -q -s tests/vllm
 
 lint: install
 	$(BIN)/ruff check opentela tests scripts

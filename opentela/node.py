@@ -384,6 +384,7 @@ async def run(cfg: Config, http_worker: bool = False) -> int:
                     local_ready=worker.ready if worker else (lambda: False),
                     balancer=balancer,
                     local_allow_paths=cfg.service_allow_path,
+                    local_bridge=worker.backend.bridge_request if worker else None,
                 )
 
                 def stats() -> dict[str, Any]:

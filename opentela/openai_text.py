@@ -53,3 +53,12 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """About four characters per token: the usual rule of thumb for English BPE vocabularies."""
     n = sum(text_len(body.get(k)) for k in ("messages", "prompt", "input"))
     return (n + 3) // 4
+
+
+def plain_sse(status: int, headers: Any) -> bool:
+    """A successful, uncompressed event stream: the only answer a bridge may add a usage
+    chunk to (an error answer, or compressed bytes, pass on untouched)."""
+    get = getattr(headers, "get", None)
+    if status != 200 or get is None:
+        return False
+    return "text/event-stream" in (get("Content-Type") or "") and not get("Content-Encoding")

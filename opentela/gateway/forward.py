@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from aiohttp import web
 from ..aio_bridge import to_trio
 from ..httpheaders import DROP_TO_BACKEND, end_to_end
 from ..httppaths import Refusal, path_problem, request_problem
+from ..openai_text import plain_sse
 from ..overlay import framing
 from ..overlay.host import PeerStream, StreamAborted, StreamFailed, StreamTimeout
 from ..overlay.streams import StreamPool
@@ -39,6 +40,20 @@ BACKEND_ERROR = "backend_error"  # the replica's backend unreachable or answered
 PROTOCOL_ERROR = "protocol_error"  # the worker answered out of order
 
 log = structlog.get_logger("opentela.gateway")
+
+
+class StreamBridge(Protocol):
+    """Rewrites one backend stream on the way out (the worker's usage chunk for a backend
+    kind that never sends one, ``worker/bridge.py``): ``feed`` per chunk, ``finish`` once."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+LocalBridge = Callable[[str, str, bytes], Awaitable[tuple[bytes, StreamBridge | None]]]
+"""(method, path, body) -> (body to send, stream rewriter or None): this node's worker's
+bridges for its own backend, applied on the local path as a remote worker applies them."""
 
 
 class ResponseObserver(Protocol):
@@ -118,6 +133,7 @@ class Forwarder:
         local_ready: Callable[[], bool] = lambda: False,
         balancer: Balancer | None = None,
         local_allow_paths: tuple[str, ...] = (),
+        local_bridge: LocalBridge | None = None,
     ) -> None:
         self.pool = pool
         self.self_id = self_id
@@ -127,6 +143,7 @@ class Forwarder:
         self.local_ready = local_ready
         self.balancer = balancer
         self.local_allow_paths = local_allow_paths  # this node's own --service.allow-path
+        self.local_bridge = local_bridge
         self.stats = ForwardStats()
         # Peer -> wall-clock time this node last sent it a request (the fleet's idle clock).
         self.last_sent: dict[str, float] = {}
@@ -402,6 +419,9 @@ class Forwarder:
         if self.local_session is None or not self.local_ready():
             attempts.append(Attempt(target, "local service not ready", REFUSED))
             return None
+        synth: StreamBridge | None = None
+        if self.local_bridge is not None:
+            body, synth = await self.local_bridge(request.method, path, body)
         try:
             upstream = await self.local_session.request(
                 request.method,
@@ -431,10 +451,16 @@ class Forwarder:
             obs.on_head(upstream.status, out_headers)
             resp = await open_response(request, upstream.status, out_headers)
             is_sse = "text/event-stream" in resp.headers.get("Content-Type", "")
+            if synth is not None and not plain_sse(upstream.status, upstream.headers):
+                synth = None  # an error answer, or bytes we must not rewrite: pass them on
             try:
                 while chunk := await upstream.content.readany():
+                    if synth is not None:
+                        chunk = synth.feed(chunk)
                     if data := obs.on_body(chunk):
                         await resp.write(data)
+                if synth is not None and (data := obs.on_body(synth.finish())):
+                    await resp.write(data)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 obs.on_end(False)
                 self.stats.failed += 1

@@ -7,6 +7,7 @@ import json
 import aiohttp
 
 from ..httpheaders import CLIENT_CREDENTIALS
+from . import bridge
 from .framework import (
     LLAMA_CPP_PYTHON,
     framework_of_answer,
@@ -125,6 +126,24 @@ class Backend:
         except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError, BackendError):
             return None
         return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+    async def bridge_request(
+        self, method: str, path: str, body: bytes
+    ) -> tuple[bytes, bridge.UsageSynth | None]:
+        """The body to send and, for a stream that asked for usage, what adds the usage chunk
+        (``worker/bridge.py``). Both the worker's handler and the entry's local path (a node
+        that serves its own model) call this, so a client sees the same answer either way.
+        The client's body and None for every kind that needs no bridge."""
+        plan = bridge.plan(self.kind, method, path, body)
+        if plan is None:
+            return body, None
+        if plan.usage is not None and plan.tokenize is not None:
+            # Before the request, never during it: llama-cpp-python serves one request at a
+            # time, and by default a new one interrupts the stream in progress.
+            count = await self.count_tokens(plan.tokenize, plan.model)
+            if count is not None:
+                plan.usage.exact_prompt(count)
+        return plan.body, plan.usage
 
     async def read_load(self, path: str, timeout_s: float = 1.0) -> BackendLoad | None:
         """The backend's own queue (vLLM/SGLang/llama.cpp ``/metrics``, llama.cpp ``/slots``);

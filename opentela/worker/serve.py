@@ -27,6 +27,7 @@ from ..aio_bridge import to_aio
 from ..httpheaders import DROP_TO_BACKEND, end_to_end
 from ..httppaths import Refusal, path_problem
 from ..metrics.catalog import OTHER
+from ..openai_text import plain_sse
 from ..overlay import framing
 from ..overlay.host import PeerStream, StreamFailed
 from . import bridge
@@ -259,15 +260,8 @@ class ForwardServer:
         self, stream: PeerStream, method: str, path: str, headers: list[list[str]], body: bytes
     ) -> int:
         synth: bridge.UsageSynth | None = None
-        plan = bridge.plan(self.backend.kind, method, path, body)  # None at once if no bridge
-        if plan is not None:
-            body, synth = plan.body, plan.usage
-            if synth is not None and plan.tokenize is not None:
-                # Before the request, never during it: llama-cpp-python serves one request at
-                # a time, and by default a new one interrupts the stream in progress.
-                count = await to_aio(self.backend.count_tokens)(plan.tokenize, plan.model)
-                if count is not None:
-                    synth.exact_prompt(count)
+        if self.backend.kind in bridge.BRIDGED_KINDS:  # no trip to asyncio for other kinds
+            body, synth = await to_aio(self.backend.bridge_request)(method, path, body)
         try:
             resp, first, eof = await to_aio(self.backend.start_and_read)(
                 method, path, headers, body
@@ -290,7 +284,7 @@ class ForwardServer:
                     "retryable": resp.status in RETRYABLE_STATUS,
                 },
             )
-            if synth is not None and not _plain_sse(resp.status, resp.headers):
+            if synth is not None and not plain_sse(resp.status, resp.headers):
                 synth = None  # an error answer, or bytes we must not rewrite: pass them on
             batch = [head]
             if synth is not None:
@@ -328,11 +322,3 @@ class ForwardServer:
             else:
                 resp.close()
         return int(resp.status)
-
-
-def _plain_sse(status: int, headers: object) -> bool:
-    """A successful, uncompressed event stream: the only answer a usage chunk is added to."""
-    get = getattr(headers, "get", None)
-    if status != 200 or get is None:
-        return False
-    return "text/event-stream" in (get("Content-Type") or "") and not get("Content-Encoding")

@@ -11,301 +11,26 @@ and ``.bench/conformance-matrix.json``.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import openai
 from conftest import http_json, wait_for
-from test_openai_conformance import MODEL, NO_EOS, DemoPool
+from openai_matrix import (
+    MAX_TOKENS,
+    Target,
+    format_matrix,
+    run_matrix,
+    user,
+    worse_through_the_pool,
+    write_matrix,
+)
+from test_openai_conformance import MODEL, DemoPool
 from test_openai_conformance import pool as pool  # the demo fixture, shared, not copied
 
 BACKEND = "llama-cpp-python (SmolLM2-135M, demo)"
-MAX_TOKENS = 8  # SmolLM2 on 2 shared CPU cores: every cell must be quick
 BRIDGED = ("text_parts", "include_usage", "developer_role")
 REPO = Path(__file__).resolve().parents[2]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-FORCE_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
-
-
-class Unsupported(Exception):
-    """The backend does not do this: it answers with an error, or ignores the parameter."""
-
-
-@dataclass
-class Target:
-    """One column: a base URL, and how to find the backend that served a response (the
-    cancellation check asks that backend directly whether it is still busy)."""
-
-    name: str
-    base: str
-    backend_of: Callable[[Mapping[str, str]], str]
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base}/v1", api_key="none", max_retries=0, timeout=60)
-
-
-def _user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
-
-
-def _chat(t: Target, **kw: Any) -> Any:
-    kw.setdefault("max_tokens", MAX_TOKENS)
-    kw.setdefault("messages", _user("Say hello."))
-    kw.setdefault("temperature", 0)
-    return t.client().chat.completions.create(model=MODEL, **kw)
-
-
-def _stream(t: Target, **kw: Any) -> list[Any]:
-    return list(_chat(t, stream=True, **kw))
-
-
-def _text(chunks: list[Any]) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-# -- the checks: None (or a note) is ok; Unsupported or an API error is unsupported ------------
-
-
-def check_text_parts(t: Target) -> str:
-    parts = [{"type": "text", "text": "Say hello"}, {"type": "text", "text": "in French."}]
-    msgs = [{"role": "user", "content": parts}]
-    resp = _chat(t, messages=msgs)
-    assert resp.choices[0].message.content, "no content"
-    streamed = _stream(t, messages=msgs)
-    # Not compared with the answer: the pool may send the two to different replicas.
-    assert _text(streamed), "the stream carried no content"
-    return "non-streamed and streamed"
-
-
-def check_system_role(t: Target) -> None:
-    msgs = [{"role": "system", "content": "Answer in one word."}, *_user("Name a color.")]
-    assert _chat(t, messages=msgs).choices[0].message.content
-
-
-def check_developer_role(t: Target) -> None:
-    msgs = [{"role": "developer", "content": "Answer in one word."}, *_user("Name a color.")]
-    assert _chat(t, messages=msgs).choices[0].message.content
-
-
-def check_n(t: Target) -> None:
-    resp = _chat(t, n=2, temperature=1.0)
-    if len(resp.choices) == 1:
-        raise Unsupported("n ignored: 1 choice")
-    assert [c.index for c in resp.choices] == [0, 1]
-
-
-def check_stop(t: Target) -> None:
-    resp = _chat(t, messages=_user("Count: 1, 2, 3, 4, 5"), stop=[","], max_tokens=16)
-    content = resp.choices[0].message.content or ""
-    assert "," not in content, f"stop string in {content!r}"
-    assert resp.choices[0].finish_reason in ("stop", "length")
-
-
-def check_logprobs(t: Target) -> None:
-    resp = _chat(t, logprobs=True, top_logprobs=2)
-    lp = resp.choices[0].logprobs
-    if lp is None or not lp.content:
-        raise Unsupported("no logprobs in the answer")
-    assert all(len(x.top_logprobs) <= 2 and x.token for x in lp.content)
-
-
-def check_json_mode(t: Target) -> None:
-    resp = _chat(t, response_format={"type": "json_object"}, messages=_user("A JSON object."))
-    content = (resp.choices[0].message.content or "").lstrip()
-    if not content.startswith(("{", "[")):
-        raise Unsupported(f"not JSON: {content[:20]!r}")
-
-
-def check_tools(t: Target) -> str:
-    resp = _chat(
-        t,
-        tools=[WEATHER],
-        tool_choice=FORCE_WEATHER,
-        max_tokens=24,
-        messages=_user("Weather in Paris?"),
-    )
-    calls = resp.choices[0].message.tool_calls
-    if not calls:
-        raise Unsupported("no tool call")
-    assert calls[0].function.name == "get_weather"
-    return f"arguments {calls[0].function.arguments}"
-
-
-def check_tools_stream(t: Target) -> None:
-    chunks = _stream(
-        t,
-        tools=[WEATHER],
-        tool_choice=FORCE_WEATHER,
-        max_tokens=24,
-        messages=_user("Weather in Paris?"),
-    )
-    names = [
-        tc.function.name
-        for c in chunks
-        if c.choices
-        for tc in c.choices[0].delta.tool_calls or []
-        if tc.function and tc.function.name
-    ]
-    if not names:
-        raise Unsupported("no tool-call delta in the stream")
-    assert names[0] == "get_weather"
-
-
-def check_include_usage(t: Target) -> str:
-    notes = []
-    for route in ("chat", "completions"):
-        if route == "chat":
-            chunks = _stream(t, stream_options={"include_usage": True})
-            contents = [c for c in chunks if c.choices and c.choices[0].delta.content]
-        else:
-            chunks = list(
-                t.client().completions.create(
-                    model=MODEL,
-                    prompt="1, 2, 3,",
-                    max_tokens=MAX_TOKENS,
-                    temperature=0,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-            )
-            contents = [c for c in chunks if c.choices and c.choices[0].text]
-        usage = [c for c in chunks if c.usage is not None]
-        if not usage:
-            raise Unsupported(f"no usage chunk ({route})")
-        assert len(usage) == 1 and usage[0] is chunks[-1] and usage[0].choices == []
-        u = usage[0].usage
-        assert u.completion_tokens == len(contents), (u, len(contents))
-        assert u.total_tokens == u.prompt_tokens + u.completion_tokens
-        if route == "completions":
-            plain = t.client().completions.create(
-                model=MODEL, prompt="1, 2, 3,", max_tokens=1, temperature=0
-            )
-            assert u.prompt_tokens == plain.usage.prompt_tokens, "prompt count not exact"
-        else:
-            assert u.prompt_tokens > 0
-        notes.append(f"{route} {u.prompt_tokens}+{u.completion_tokens}")
-    return ", ".join(notes)
-
-
-def check_prompt_list(t: Target) -> None:
-    resp = t.client().completions.create(
-        model=MODEL, prompt=["1, 2, 3,", "a, b, c,"], max_tokens=4, temperature=0
-    )
-    assert sorted(c.index for c in resp.choices) == [0, 1], "not one choice per prompt"
-
-
-def check_embeddings(t: Target) -> None:
-    resp = t.client().embeddings.create(model=MODEL, input=["hello", "world"])
-    assert len(resp.data) == 2 and len(resp.data[0].embedding) > 0
-
-
-def check_cancellation(t: Target) -> str:
-    """Closing a stream frees the backend: a request sent straight to the backend that served
-    it comes back in a fraction of the time the abandoned generation would have taken."""
-    max_tokens = 300
-    raw = t.client().chat.completions.with_raw_response.create(
-        model=MODEL,
-        max_tokens=max_tokens,
-        stream=True,
-        logit_bias=NO_EOS,
-        messages=_user("Write a very long story."),
-    )
-    backend = t.backend_of(raw.headers)
-    stamps: list[float] = []
-    stream = raw.parse()
-    for _ in stream:
-        stamps.append(time.monotonic())
-        if len(stamps) == 11:
-            break
-    stream.close()
-    busy_for_s = (max_tokens - len(stamps)) * (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    t0 = time.monotonic()
-    status, _, body = http_json(
-        f"{backend}/v1/chat/completions",
-        "POST",
-        {"model": MODEL, "max_tokens": 2, "messages": _user("Hi")},
-        timeout=120,
-    )
-    took = time.monotonic() - t0
-    assert status == 200, body
-    assert took < busy_for_s / 3, f"backend still busy: {took:.1f}s of {busy_for_s:.1f}s"
-    return f"free after {took:.2f}s (would be busy {busy_for_s:.1f}s)"
-
-
-def check_context_too_long(t: Target) -> str:
-    try:
-        _chat(t, messages=_user("hello " * 2100), max_tokens=4)
-    except openai.BadRequestError as exc:
-        return f"400: {str(exc.message)[:60]}"
-    raise AssertionError("a prompt over the context window was answered 200")
-
-
-def check_unknown_parameter(t: Target) -> str:
-    try:
-        resp = _chat(t, extra_body={"frobnicate": 1})
-    except openai.BadRequestError:
-        return "400"
-    assert resp.choices[0].message.content is not None
-    return "ignored (200)"
-
-
-CHECKS: dict[str, Callable[[Target], str | None]] = {
-    "text_parts": check_text_parts,
-    "system_role": check_system_role,
-    "developer_role": check_developer_role,
-    "n": check_n,
-    "stop": check_stop,
-    "logprobs": check_logprobs,
-    "json_mode": check_json_mode,
-    "tools": check_tools,
-    "tools_stream": check_tools_stream,
-    "include_usage": check_include_usage,
-    "prompt_list": check_prompt_list,
-    "embeddings": check_embeddings,
-    "cancellation": check_cancellation,
-    "context_too_long": check_context_too_long,
-    "unknown_parameter": check_unknown_parameter,
-}
-
-
-def run_cell(check: Callable[[Target], str | None], target: Target) -> dict[str, Any]:
-    t0 = time.monotonic()
-    try:
-        note = check(target) or ""
-        result = "ok"
-    except Unsupported as exc:
-        result, note = "unsupported", str(exc)
-    except openai.APIStatusError as exc:
-        result, note = "unsupported", f"{exc.status_code}: {str(exc.message)[:80]}"
-    except (AssertionError, openai.APIError, ValueError, KeyError, IndexError, TypeError) as exc:
-        result, note = "fail", f"{type(exc).__name__}: {str(exc)[:120]}"
-    note = " ".join(note.split())  # one line per cell
-    return {"result": result, "note": note, "s": round(time.monotonic() - t0, 2)}
-
-
-def format_matrix(backend: str, rows: dict[str, dict[str, dict[str, Any]]]) -> str:
-    width = max(len(f) for f in rows) + 2
-    lines = [f"{backend}", f"{'feature':<{width}}{'direct':<14}{'pool':<14}notes (pool)"]
-    for feature, cells in rows.items():
-        d, p = cells["direct"], cells["pool"]
-        note = p["note"] or d["note"]
-        lines.append(f"{feature:<{width}}{d['result']:<14}{p['result']:<14}{note}")
-    return "\n".join(lines)
 
 
 def _workers(base: str) -> list[str]:
@@ -352,21 +77,17 @@ def test_bridged_usage_is_counted_once(pool: DemoPool) -> None:
 
 def test_conformance_matrix(pool: DemoPool, tmp_path: Path) -> None:
     peer = _workers(pool.base)[0]
-    direct = Target("direct", pool.backend_url(peer), lambda _h: pool.backend_url(peer))
-    through = Target("pool", pool.base, lambda h: pool.backend_url(h["x-computing-node"]))
+    backend = pool.backend_url(peer)
+    direct = Target("direct", backend, MODEL, lambda _h: backend)
+    through = Target("pool", pool.base, MODEL, lambda h: pool.backend_url(h["x-computing-node"]))
     started = time.monotonic()
-    rows = {
-        feature: {t.name: run_cell(check, t) for t in (direct, through)}
-        for feature, check in CHECKS.items()
-    }
+    rows = run_matrix(direct, through)
     took = time.monotonic() - started
     table = format_matrix(BACKEND, rows)
     print(f"\n{table}\n({len(rows) * 2} cells in {took:.0f}s)")
-    out = {"backends": {BACKEND: rows}, "seconds": round(took, 1)}
-    for path in (tmp_path / "conformance-matrix.json", REPO / ".bench" / "conformance-matrix.json"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2) + "\n")
-    worse = [f for f, c in rows.items() if c["direct"]["result"] == "ok" != c["pool"]["result"]]
+    out = (tmp_path / "conformance-matrix.json", REPO / ".bench" / "conformance-matrix.json")
+    write_matrix(BACKEND, rows, took, *out)
+    worse = worse_through_the_pool(rows)
     assert not worse, f"worse through the pool than direct: {worse}\n{table}"
     bridged = [f for f in BRIDGED if rows[f]["pool"]["result"] != "ok"]
     assert not bridged, f"bridged features not working through the pool: {bridged}\n{table}"
@@ -377,8 +98,43 @@ def test_a_client_that_did_not_ask_gets_no_usage_chunk(pool: DemoPool) -> None:
     a client that did not ask, so it sees what the backend sent."""
     chunks = list(
         pool.client().chat.completions.create(
-            model=MODEL, max_tokens=MAX_TOKENS, stream=True, messages=_user("Say hello.")
+            model=MODEL, max_tokens=MAX_TOKENS, stream=True, messages=user("Say hello.")
         )
     )
     assert chunks and all(c.usage is None for c in chunks)
     assert chunks[-1].choices and chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_worker_serving_its_own_client_bridges_too(pool: DemoPool) -> None:
+    """A client that calls a worker's own HTTP address may be served by that worker's own
+    backend (the entry's local path, no peer hop): the worker's bridges hold there as well, a
+    list of text parts is answered and the stream gets its usage chunk."""
+    _, _, table = http_json(f"{pool.base}/v1/dnt/table")
+    peer, address = next(
+        (pid.lstrip("/"), n["http_address"])
+        for pid, n in sorted(table.items())
+        if n["role"] == "worker"
+    )
+    client = openai.OpenAI(base_url=f"{address}/v1", api_key="none", max_retries=0, timeout=120)
+    parts = [{"type": "text", "text": "Say hello"}, {"type": "text", "text": "in French."}]
+    served_by = []
+    for i in range(16):  # the session id moves the request between the two replicas
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": parts}],
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"X-Session-ID": f"local-{i}"},
+        )
+        chunks = list(raw.parse())
+        served_by.append(raw.headers.get("X-Computing-Node"))
+        if served_by[-1] == peer:
+            break
+    else:
+        raise AssertionError(f"{peer} never served its own client: {served_by}")
+    contents = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert contents, "the stream carried no content"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(contents)

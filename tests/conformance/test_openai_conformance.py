@@ -16,10 +16,9 @@ from pathlib import Path
 import openai
 import pytest
 from conftest import free_port, http_json, wait_for
+from openai_matrix import NO_EOS
 
 MODEL = "smollm2-135m"
-# SmolLM2's <|endoftext|> and <|im_end|>: banned, so a long generation really runs to max_tokens.
-NO_EOS = {"0": -100, "2": -100}
 
 
 class DemoPool:
