@@ -378,14 +378,32 @@ def _models(entry: _Entry, base_dir: Path) -> tuple[ModelSpec, ...]:
     return tuple(out)
 
 
-def _limits(node: Node) -> dict[str, Any]:
+def _limits(node: Node) -> tuple[dict[str, Any], dict[str, int]]:
+    """The limits given and the line of each."""
     if isinstance(node, ScalarNode) and node.tag == _NULL:
-        return {}
+        return {}, {}
     out: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     for entry in _entries(node, "limits", _LIMIT_KEYS):
         attr, read = _LIMIT_KEYS[entry.name]
         out[attr] = read(entry.name, entry.value)
-    return out
+        lines[attr] = _line(entry.value)
+    return out, lines
+
+
+def _check_job_cap(models: tuple[ModelSpec, ...], max_jobs: int, line: int | None) -> None:
+    """The models' min_replicas must fit under limits.max_jobs: otherwise the planner could
+    never reach them, and would submit up to the cap and then say so every interval."""
+    floor = sum(m.min_replicas for m in models)
+    if floor <= max_jobs:
+        return
+    where = f"line {line}" if line is not None else "the default"
+    parts = ", ".join(f"{m.id} {m.min_replicas}" for m in models if m.min_replicas)
+    raise _Problem(
+        line or 1,
+        f"the models' min_replicas add up to {floor} ({parts}), above limits.max_jobs "
+        f"({max_jobs}, {where}): raise max_jobs or lower a min_replicas",
+    )
 
 
 def _fleet(root: Node | None, path: Path, base_dir: Path) -> FleetSpec:
@@ -394,17 +412,21 @@ def _fleet(root: Node | None, path: Path, base_dir: Path) -> FleetSpec:
     if not isinstance(root, MappingNode):
         raise _Problem(1, f"expected a mapping with a 'models:' list, got {_describe(root)}")
     fields: dict[str, Any] = {}
+    limit_lines: dict[str, int] = {}
     models: tuple[ModelSpec, ...] | None = None
     for entry in _entries(root, "the top level", dict.fromkeys(_TOP_KEYS), _MISPLACED):
         if entry.name == "models":
             models = _models(entry, base_dir)
         elif entry.name == "limits":
-            fields.update(_limits(entry.value))
+            limits, limit_lines = _limits(entry.value)
+            fields.update(limits)
         else:
             fields["interval_s"] = _read_duration("interval", entry.value, minimum_s=1.0)
     if models is None:
         raise _Problem(1, "no 'models:' list; the fleet needs at least one model")
-    return FleetSpec(path=path, models=models, **fields)
+    spec = FleetSpec(path=path, models=models, **fields)
+    _check_job_cap(models, spec.max_jobs, limit_lines.get("max_jobs"))
+    return spec
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> _Problem:

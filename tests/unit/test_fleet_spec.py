@@ -269,6 +269,21 @@ def test_specs_are_frozen_and_hashable(tmp_path: Path, job: Path) -> None:
             id="min-above-default-max",
         ),
         pytest.param(
+            model("min_replicas: 2\nmax_replicas: 3\n")
+            + "  - id: n\n    sbatch: job.sbatch\n    min_replicas: 1\n"
+            + "limits:\n  max_jobs: 2\n",
+            10,
+            "the models' min_replicas add up to 3 (m 2, n 1), above limits.max_jobs (2, "
+            "line 10): raise max_jobs or lower a min_replicas",
+            id="min-replicas-above-job-cap",
+        ),
+        pytest.param(
+            model("min_replicas: 17\nmax_replicas: 20\n"),
+            1,
+            "above limits.max_jobs (16, the default)",
+            id="min-replicas-above-default-job-cap",
+        ),
+        pytest.param(
             model("idle_after: 30 minutes\n"),
             4,
             "idle_after: invalid duration '30 minutes': use seconds",
