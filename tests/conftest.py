@@ -178,7 +178,14 @@ class Cluster:
         wait_for(lambda: http_json(f"http://{host}:{port}/health")[0] == 200, 15, what=f"{name} up")
         return proc, port
 
-    def node(self, name: str, host: str, *args: str, wait: bool = True) -> Node:
+    def node(
+        self,
+        name: str,
+        host: str,
+        *args: str,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Node:
         home = self.tmp / name
         home.mkdir(exist_ok=True)
         if not (home / "identity.key").exists():
@@ -206,6 +213,7 @@ class Cluster:
                 "json",
                 *args,
             ],
+            env,
         )
         node = Node(proc, home, host, http_port, p2p_port, pid)
         if wait:

@@ -144,7 +144,7 @@ def check_tools(t: Target) -> str:
         t,
         tools=[WEATHER],
         tool_choice=FORCE_WEATHER,
-        max_tokens=24,
+        max_tokens=64,  # vLLM's hermes format spends ~20 tokens before the arguments
         messages=user("Weather in Paris?"),
     )
     calls = resp.choices[0].message.tool_calls
@@ -159,7 +159,7 @@ def check_tools_stream(t: Target) -> None:
         t,
         tools=[WEATHER],
         tool_choice=FORCE_WEATHER,
-        max_tokens=24,
+        max_tokens=64,  # vLLM's hermes format spends ~20 tokens before the arguments
         messages=user("Weather in Paris?"),
     )
     names = [
