@@ -1,7 +1,7 @@
 """The OpenAI conformance matrix, shared by every backend's run: each feature checked against
 a backend DIRECTLY (its own port) and THROUGH THE POOL (an entry node), with the official
 openai SDK. A cell is ok, unsupported (the backend answers the feature with an error, or
-ignores it) or fail (an answer of the wrong shape). ``compare`` holds the rule the pool must
+ignores it) or fail (an answer of the wrong shape). ``worse_through_the_pool`` checks the rule the pool must
 keep: every cell that works direct works through the pool.
 
 Used by tests/conformance/test_conformance_matrix.py (the demo's llama-cpp-python, in CI) and
