@@ -21,7 +21,9 @@ driver=$(find_driver)
 if [[ -z "$browser" || -z "$driver" ]]; then
   [[ $(id -u) -eq 0 ]] || die "chromium / chromium-driver missing and installing them needs root (apt-get install chromium chromium-driver)"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-cache policy chromium-driver 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  # Not `apt-cache policy | grep -q`: under pipefail grep's early exit fails the pipeline.
+  candidate=$(apt-cache policy chromium-driver 2>/dev/null || true)
+  if [[ ! "$candidate" =~ Candidate:\ [0-9] ]]; then
     log "apt lists lack chromium-driver: running apt-get update"
     apt-get update -qq || die "apt-get update failed"
   fi
