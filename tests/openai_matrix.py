@@ -139,14 +139,17 @@ def check_json_mode(t: Target) -> None:
         raise Unsupported(f"not JSON: {content[:20]!r}")
 
 
+def _ask_for_weather() -> dict[str, Any]:
+    return {
+        "tools": [WEATHER],
+        "tool_choice": FORCE_WEATHER,
+        "max_tokens": 64,  # vLLM's hermes format spends ~20 tokens before the arguments
+        "messages": user("Weather in Paris?"),
+    }
+
+
 def check_tools(t: Target) -> str:
-    resp = _chat(
-        t,
-        tools=[WEATHER],
-        tool_choice=FORCE_WEATHER,
-        max_tokens=64,  # vLLM's hermes format spends ~20 tokens before the arguments
-        messages=user("Weather in Paris?"),
-    )
+    resp = _chat(t, **_ask_for_weather())
     calls = resp.choices[0].message.tool_calls
     if not calls:
         raise Unsupported("no tool call")
@@ -155,13 +158,7 @@ def check_tools(t: Target) -> str:
 
 
 def check_tools_stream(t: Target) -> None:
-    chunks = _stream(
-        t,
-        tools=[WEATHER],
-        tool_choice=FORCE_WEATHER,
-        max_tokens=64,  # vLLM's hermes format spends ~20 tokens before the arguments
-        messages=user("Weather in Paris?"),
-    )
+    chunks = _stream(t, **_ask_for_weather())
     names = [
         tc.function.name
         for c in chunks
@@ -336,6 +333,22 @@ def run_matrix(direct: Target, through: Target, skip: frozenset[str] = frozenset
 
 def worse_through_the_pool(rows: Matrix) -> list[str]:
     return [f for f, c in rows.items() if c["direct"]["result"] == "ok" != c["pool"]["result"]]
+
+
+def report_matrix(
+    backend: str, direct: Target, through: Target, *paths: Path
+) -> tuple[str, Matrix]:
+    """Run the matrix, print its table, write it to ``paths`` and fail on any cell that works
+    direct but not through the pool; the table and the cells, for further assertions."""
+    started = time.monotonic()
+    rows = run_matrix(direct, through)
+    took = time.monotonic() - started
+    table = format_matrix(backend, rows)
+    print(f"\n{table}\n({len(rows) * 2} cells in {took:.0f}s)")
+    write_matrix(backend, rows, took, *paths)
+    worse = worse_through_the_pool(rows)
+    assert not worse, f"worse through the pool than direct: {worse}\n{table}"
+    return table, rows
 
 
 def write_matrix(backend: str, rows: Matrix, seconds: float, *paths: Path) -> None:

@@ -11,20 +11,11 @@ and ``.bench/conformance-matrix.json``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import openai
 from conftest import http_json, wait_for
-from openai_matrix import (
-    MAX_TOKENS,
-    Target,
-    format_matrix,
-    run_matrix,
-    user,
-    worse_through_the_pool,
-    write_matrix,
-)
+from openai_matrix import MAX_TOKENS, Target, report_matrix, user
 from test_openai_conformance import MODEL, DemoPool
 from test_openai_conformance import pool as pool  # the demo fixture, shared, not copied
 
@@ -80,15 +71,8 @@ def test_conformance_matrix(pool: DemoPool, tmp_path: Path) -> None:
     backend = pool.backend_url(peer)
     direct = Target("direct", backend, MODEL, lambda _h: backend)
     through = Target("pool", pool.base, MODEL, lambda h: pool.backend_url(h["x-computing-node"]))
-    started = time.monotonic()
-    rows = run_matrix(direct, through)
-    took = time.monotonic() - started
-    table = format_matrix(BACKEND, rows)
-    print(f"\n{table}\n({len(rows) * 2} cells in {took:.0f}s)")
     out = (tmp_path / "conformance-matrix.json", REPO / ".bench" / "conformance-matrix.json")
-    write_matrix(BACKEND, rows, took, *out)
-    worse = worse_through_the_pool(rows)
-    assert not worse, f"worse through the pool than direct: {worse}\n{table}"
+    table, rows = report_matrix(BACKEND, direct, through, *out)
     bridged = [f for f in BRIDGED if rows[f]["pool"]["result"] != "ok"]
     assert not bridged, f"bridged features not working through the pool: {bridged}\n{table}"
 
